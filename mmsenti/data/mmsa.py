@@ -47,6 +47,8 @@ import numpy as np
 from numpy._core import multiarray as _np_multiarray
 from numpy._core import numeric as _np_numeric
 
+from mmsenti.errors import MmsentiError
+
 __all__ = [
     "LABEL_CSV_COLUMNS",
     "MmsaData",
@@ -66,7 +68,7 @@ UNSAFE_FIX = (
 )
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(MmsentiError):
     """A pickle asked for a global outside the numpy-array allow-list; nothing of it was run."""
 
     def __init__(self, path: str | os.PathLike, global_name: str):
@@ -75,7 +77,7 @@ class UnsafePickleError(ValueError):
         super().__init__(f"{self.path}: refused to load global '{global_name}' from pickle; {UNSAFE_FIX}")
 
 
-class MmsaFormatError(ValueError):
+class MmsaFormatError(MmsentiError):
     """An MMSA file is readable but not in the expected layout (message names file and key/line)."""
 
 

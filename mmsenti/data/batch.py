@@ -1,0 +1,84 @@
+"""The one batch every dataset yields, and the collate function that builds it.
+
+A *sample* is a plain dict (what datasets return)::
+
+    {"id": "videoid[3]", "text": "i loved it",
+     "audio": float32 [Ta, Da] or None, "vision": float32 [Tv, Dv] or None,
+     "label": float in [-3, 3]}
+
+A missing modality (``None`` or zero frames) becomes an all-zero mask, never a separate code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class SentimentBatch:
+    """Named tensors for one mini-batch (Lightning moves dataclasses between devices)."""
+
+    input_ids: torch.Tensor  # [B, L] long
+    attention_mask: torch.Tensor  # [B, L] long (1 = real token)
+    audio: torch.Tensor  # [B, Ta, Da] float
+    audio_mask: torch.Tensor  # [B, Ta] bool (True = real frame)
+    vision: torch.Tensor  # [B, Tv, Dv] float
+    vision_mask: torch.Tensor  # [B, Tv] bool
+    labels: torch.Tensor  # [B] float sentiment in [-3, 3]
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> "SentimentBatch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return SentimentBatch(**moved)
+
+
+def pad_frames(seqs: list[np.ndarray | None], dim: int, max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad variable-length frame sequences to ``[B, T, dim]`` with a boolean mask.
+
+    ``None`` or an empty array gives an all-False mask row. At least one time step is kept so
+    shapes stay valid when a whole batch lacks the modality.
+    """
+    lengths = [0 if s is None else min(len(s), max_len or len(s)) for s in seqs]
+    t = max(1, max(lengths, default=0))
+    out = torch.zeros(len(seqs), t, dim, dtype=torch.float32)
+    mask = torch.zeros(len(seqs), t, dtype=torch.bool)
+    for i, (s, n) in enumerate(zip(seqs, lengths)):
+        if n:
+            if s.shape[1] != dim:
+                raise ValueError(f"sample {i}: feature width {s.shape[1]} != expected {dim}")
+            out[i, :n] = torch.from_numpy(np.ascontiguousarray(s[:n], dtype=np.float32))
+            mask[i, :n] = True
+    return out, mask
+
+
+class SentimentCollator:
+    """Tokenises text and pads audio/vision into a :class:`SentimentBatch`."""
+
+    def __init__(self, tokenizer, audio_dim: int, vision_dim: int, max_text_len: int = 64, max_frames: int | None = None):
+        self.tokenizer = tokenizer
+        self.audio_dim = audio_dim
+        self.vision_dim = vision_dim
+        self.max_text_len = max_text_len
+        self.max_frames = max_frames
+
+    def __call__(self, samples: list[dict]) -> SentimentBatch:
+        texts = [s.get("text") or "" for s in samples]
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt")
+        audio, audio_mask = pad_frames([s.get("audio") for s in samples], self.audio_dim, self.max_frames)
+        vision, vision_mask = pad_frames([s.get("vision") for s in samples], self.vision_dim, self.max_frames)
+        return SentimentBatch(
+            input_ids=tok["input_ids"],
+            attention_mask=tok["attention_mask"],
+            audio=audio,
+            audio_mask=audio_mask,
+            vision=vision,
+            vision_mask=vision_mask,
+            labels=torch.tensor([float(s["label"]) for s in samples], dtype=torch.float32),
+            ids=[str(s["id"]) for s in samples],
+        )

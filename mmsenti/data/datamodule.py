@@ -1,0 +1,169 @@
+"""One LightningDataModule for every data source, yielding :class:`SentimentBatch`.
+
+Sources (``data.source``):
+
+* ``synthetic`` — the project's CMU-MOSI-shaped set, written in real CSD format on first use
+  (``data.root``), so the default run needs no download;
+* ``csd`` — a folder of CMU Multimodal SDK computational sequences (real CMU-MOSI, or features
+  from ``mmsenti extract``);
+* ``mmsa`` — an MMSA processed pickle (read with a restricted unpickler);
+* ``label_csv`` — an MMSA-FET ``label.csv`` (text only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mmsenti.data.batch import SentimentCollator
+from mmsenti.errors import MmsentiError
+from mmsenti.models.pretrained import load_pretrained
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+SOURCES = ("synthetic", "csd", "mmsa", "label_csv")
+
+
+def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: str = "mosi", seed: int = 0,
+                on_error: str = "raise", max_frames: int | None = None, collapse: str = "mean",
+                folds: dict | None = None):
+    """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``."""
+    path = Path(path).expanduser()
+    if source == "synthetic":
+        from mmsenti.data.synthetic import write_synthetic_mosi
+
+        if not (path / "CMU_MOSI_Opinion_Labels.csd").is_file():
+            log.info("writing the synthetic CMU-MOSI-shaped set (scale=%s) to %s", scale, path)
+            write_synthetic_mosi(path, scale=scale, seed=seed)
+        source = "csd"
+    if not path.exists():
+        raise MmsentiError(f"data path {path} does not exist; set data.root / data.path (see datasets/README.md)")
+    if source == "csd":
+        from mmsenti.data.mosi import load_mosi_csd
+
+        return load_mosi_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse)
+    if source == "mmsa":
+        from mmsenti.data.mmsa import load_mmsa_pickle
+
+        return load_mmsa_pickle(path)
+    if source == "label_csv":
+        from mmsenti.data.mmsa import load_label_csv
+
+        return load_label_csv(path)
+    raise MmsentiError(f"data.source={source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def frame_statistics(samples: list[dict], key: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-feature mean and std over every frame of the given samples (None if there are none)."""
+    frames = [s[key] for s in samples if s.get(key) is not None and len(s[key])]
+    if not frames or not dim:
+        return None
+    stacked = np.concatenate(frames).astype(np.float64)
+    return stacked.mean(0).astype(np.float32), stacked.std(0).astype(np.float32)
+
+
+class SentimentDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        source: str = "synthetic",
+        root: str = "data/synthetic_mosi",
+        path: str | None = None,
+        tokenizer: str = "minilm_l6",
+        mode: str = "aligned",
+        scale: str = "mosi",
+        synth_seed: int = 0,
+        audio_dim: int = 74,
+        vision_dim: int = 47,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_text_len: int = 64,
+        max_frames: int | None = None,
+        collapse: str = "mean",
+        on_error: str = "raise",
+        folds: dict | None = None,
+        limit_per_split: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.splits: dict[str, list[dict]] = {}
+        self.report: dict[str, Any] = {}
+        self.feature_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._collator: SentimentCollator | None = None
+
+    def prepare_data(self) -> None:
+        # runs on one process only: the place to write the synthetic set before anyone reads it
+        if self.hparams.source == "synthetic":
+            from mmsenti.data.synthetic import write_synthetic_mosi
+
+            root = Path(self.hparams.root)
+            if not (root / "CMU_MOSI_Opinion_Labels.csd").is_file():
+                write_synthetic_mosi(root, scale=self.hparams.scale, seed=self.hparams.synth_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        data = load_source(hp.source, self.location, mode=hp.mode, scale=hp.scale, seed=hp.synth_seed, on_error=hp.on_error,
+                           max_frames=hp.max_frames, collapse=hp.collapse, folds=hp.folds)
+        for name, dim in (("audio", data.audio_dim), ("vision", data.vision_dim)):
+            expected = getattr(hp, f"{name}_dim")
+            if dim and expected and dim != expected:
+                raise MmsentiError(f"{self.location}: {name} features are {dim}-d but data.{name}_dim={expected}; "
+                                   f"set data.{name}_dim={dim}")
+        self.splits = {s: list(data.splits.get(s, [])) for s in SPLITS}
+        if hp.limit_per_split:
+            self.splits = {s: v[: hp.limit_per_split] for s, v in self.splits.items()}
+        if not self.splits["train"]:
+            raise MmsentiError(f"{self.location}: no training segments (check the folds / the 'mode' column)")
+        report = data.report
+        self.report = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else dict(report)
+        for key in ("audio", "vision"):
+            stats = frame_statistics(self.splits["train"], key, getattr(hp, f"{key}_dim"))
+            if stats is not None:
+                self.feature_stats[key] = stats
+        log.info("data: %s", {s: len(v) for s, v in self.splits.items()})
+
+    @property
+    def location(self) -> str:
+        """Where the data lives: ``data.path`` (a file source) if given, else ``data.root``."""
+        return self.hparams.path or self.hparams.root
+
+    @property
+    def collator(self) -> SentimentCollator:
+        if self._collator is None:
+            hp = self.hparams
+            self._collator = SentimentCollator(load_pretrained(hp.tokenizer, "tokenizer"), hp.audio_dim, hp.vision_dim,
+                                               hp.max_text_len, hp.max_frames)
+        return self._collator
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        samples = self.splits.get(split) or []
+        if not samples:
+            raise MmsentiError(f"{self.location}: the '{split}' split is empty")
+        return DataLoader(
+            samples, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train, num_workers=self.hparams.num_workers, collate_fn=self.collator,
+            persistent_workers=self.hparams.num_workers > 0, drop_last=False,
+            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63) if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,132 @@
+"""Encoders for each modality.
+
+* ``TextEncoder`` wraps any Hugging Face encoder (default: the distilled MiniLM-L6 that ships in a
+  package) and can freeze it, fine-tune it fully, or fine-tune only its top k layers.
+* Sequence encoders turn frame features ``[B, T, D]`` (audio prosody, facial expression) with a
+  boolean mask into ``[B, T, d_model]``. They are registered by name (``conv_transformer``,
+  ``lstm``) so a config picks one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mmsenti.errors import MmsentiError
+from mmsenti.models.pretrained import load_pretrained
+from mmsenti.registry import register
+
+
+class TextEncoder(nn.Module):
+    """A pretrained transformer encoder over token ids; returns token states ``[B, L, H]``."""
+
+    def __init__(self, pretrained: str = "minilm_l6", finetune: str = "top_k", top_k: int = 2):
+        super().__init__()
+        self.backbone = load_pretrained(pretrained, "model")
+        self.hidden_size = int(self.backbone.config.hidden_size)
+        self._set_trainable(finetune, top_k)
+
+    def _set_trainable(self, finetune: str, top_k: int) -> None:
+        if finetune not in {"frozen", "full", "top_k"}:
+            raise MmsentiError(f"model.text_encoder.finetune={finetune!r}; choose frozen, full or top_k")
+        trainable = finetune == "full"
+        for p in self.backbone.parameters():
+            p.requires_grad = trainable
+        if finetune == "top_k" and top_k > 0:
+            layers = _encoder_layers(self.backbone)
+            for layer in layers[-top_k:]:
+                for p in layer.parameters():
+                    p.requires_grad = True
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _encoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of an HF encoder (BERT/MPNet/DistilBERT naming)."""
+    for path in ("encoder.layer", "transformer.layer", "layers"):
+        obj = backbone
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise MmsentiError(f"cannot find the transformer layers of {type(backbone).__name__} for top_k fine-tuning")
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sinusoidal position encodings (as in MulT), added to ``[B, T, d]`` inputs."""
+
+    def __init__(self, d_model: int, max_len: int = 4096):
+        super().__init__()
+        pos = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(max_len, d_model)
+        table[:, 0::2] = torch.sin(pos * div)
+        table[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[: x.shape[1]].unsqueeze(0).to(x.dtype)
+
+
+def safe_key_padding(mask: torch.Tensor) -> torch.Tensor:
+    """``key_padding_mask`` for attention from a True=valid mask.
+
+    Rows with no valid position would give NaN softmax; they attend to everything instead and
+    the caller zeroes their output (a missing modality contributes nothing).
+    """
+    padding = ~mask
+    empty = ~mask.any(dim=1, keepdim=True)
+    return padding & ~empty
+
+
+@register("sequence_encoder", "conv_transformer")
+class ConvTransformerEncoder(nn.Module):
+    """Temporal 1-D convolution projection, positions, then a small transformer encoder."""
+
+    def __init__(self, input_dim: int, d_model: int = 64, num_layers: int = 1, num_heads: int = 4,
+                 kernel_size: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.proj = nn.Conv1d(input_dim, d_model, kernel_size, padding=kernel_size // 2)
+        self.positions = SinusoidalPositions(d_model)
+        layer = nn.TransformerEncoderLayer(d_model, num_heads, 4 * d_model, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False) if num_layers else None
+        self.out_dim = d_model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x.transpose(1, 2)).transpose(1, 2)
+        h = self.positions(h)
+        if self.encoder is not None:
+            h = self.encoder(h, src_key_padding_mask=safe_key_padding(mask))
+        return h * mask.unsqueeze(-1).to(h.dtype)
+
+
+@register("sequence_encoder", "lstm")
+class LSTMEncoder(nn.Module):
+    """Bidirectional LSTM over frames; padded steps are skipped with packed sequences."""
+
+    def __init__(self, input_dim: int, d_model: int = 64, num_layers: int = 1, dropout: float = 0.1, **_: object):
+        super().__init__()
+        if d_model % 2:
+            raise MmsentiError(f"lstm encoder needs an even d_model (got {d_model})")
+        self.lstm = nn.LSTM(input_dim, d_model // 2, num_layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.out_dim = d_model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return h * mask.unsqueeze(-1).to(h.dtype)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid time steps; an all-masked row gives zeros."""
+    w = mask.unsqueeze(-1).to(h.dtype)
+    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)

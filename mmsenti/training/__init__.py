@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimisers/schedulers and the Hydra-driven train/eval tasks."""

@@ -1,0 +1,223 @@
+"""The Hydra tasks behind ``train.py`` and ``eval.py``: compose, instantiate, run, write results.
+
+Every run writes, in its own folder (``logs/<task>/runs/<time>/``): ``resolved_config.yaml``,
+``metrics.json`` (``{"val": {...}, "test": {...}, "best_ckpt": ..., "seed": ..., ...}``),
+checkpoints, CSV and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mmsenti.errors import MmsentiError
+from mmsenti.metrics import format_metrics_table
+
+log = logging.getLogger(__name__)
+
+METRIC_SPLITS = {"val": "valid", "test": "test"}
+
+
+# ---------------------------------------------------------------------------- helpers
+def apply_extras(cfg: DictConfig) -> None:
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*",
+                        ".*is smaller than the logging interval.*", ".*TensorBoard.*", ".*Trying to infer the `batch_size`.*",
+                        ".*on_epoch=True.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        for name in ("transformers", "huggingface_hub"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print these once
+            logging.getLogger(name).handlers.clear()
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover
+            pass
+    if extras.get("print_config"):
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group (a dict of configs)."""
+    objects: list[Any] = []
+    for name, conf in (group or {}).items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            objects.append(hydra.utils.instantiate(conf))
+    return objects
+
+
+def find_last_checkpoint(log_dir: str | Path, task_name: str, exclude: str | Path | None = None) -> Path:
+    """The newest ``last.ckpt`` among this task's earlier runs (for ``ckpt_path=last``)."""
+    root = Path(log_dir) / task_name
+    candidates = [p for p in root.glob("*runs/**/checkpoints/last.ckpt")
+                  if exclude is None or Path(exclude) not in p.parents]
+    if not candidates:
+        raise MmsentiError(f"ckpt_path=last: no last.ckpt under {root}; train first or pass a checkpoint path")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt:
+        return None
+    if ckpt == "last":
+        path = find_last_checkpoint(cfg.paths.log_dir, cfg.task_name, exclude=cfg.paths.output_dir)
+        log.info("resuming from %s", path)
+        return str(path)
+    if not Path(ckpt).is_file():
+        raise MmsentiError(f"ckpt_path={ckpt}: no such file")
+    return str(ckpt)
+
+
+def check_checkpoint(ckpt_path: str, module: torch.nn.Module) -> None:
+    """Fail with one line when a checkpoint does not fit the configured model (instead of a long traceback)."""
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:  # corrupt file, not a Lightning checkpoint, or unsafe pickle content
+        raise MmsentiError(f"{ckpt_path}: not a readable mmsenti checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        details = "; ".join(f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+                            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys)
+        raise MmsentiError(f"{ckpt_path} does not match the configured model ({details}); "
+                           f"use the experiment/model overrides it was trained with")
+
+
+def split_metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """``trainer.validate/test`` results → ``{"MAE": ..., ...}`` for one split."""
+    merged: dict[str, float] = {}
+    for r in results:
+        merged.update(r)
+    return {k.split("/", 1)[1]: float(v) for k, v in merged.items()
+            if k.startswith(prefix + "/") and not k.endswith("_prog")}
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_safely(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a task; user-fixable problems become one error line and exit code 2."""
+    try:
+        return task(cfg)
+    except MmsentiError as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------------- tasks
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train (and evaluate) the configured model; returns (metrics, objects)."""
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model)
+
+    started = time.perf_counter()
+    if cfg.get("train"):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - started
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    eval_ckpt = best if best and Path(best).is_file() else None
+    if eval_ckpt is None and not cfg.get("train"):
+        eval_ckpt = ckpt_path
+    metrics: dict[str, Any] = {}
+    if cfg.get("test"):
+        datamodule.setup("validate")
+        metrics["val"] = split_metrics(trainer.validate(model=model, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False), "val")
+        if datamodule.splits.get("test"):
+            metrics["test"] = split_metrics(trainer.test(model=model, datamodule=datamodule, ckpt_path=eval_ckpt, verbose=False), "test")
+        else:
+            log.info("no test split in %s: reporting valid only", getattr(datamodule, "location", "the data"))
+    timer = next((c for c in callbacks if hasattr(c, "epoch_seconds")), None)
+    summary = {
+        **metrics,
+        "best_ckpt": eval_ckpt,
+        "last_ckpt": str(output_dir / "checkpoints" / "last.ckpt") if (output_dir / "checkpoints" / "last.ckpt").is_file() else None,
+        "seed": int(cfg.seed),
+        "task_name": cfg.task_name,
+        "epochs_trained": int(trainer.current_epoch),
+        "train_seconds": round(train_seconds, 2),
+        "epoch_seconds": timer.epoch_seconds if timer else [],
+        "data_report": getattr(datamodule, "report", {}),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", summary)
+        if metrics:
+            table = format_metrics_table(metrics)
+            log.info("metrics (best checkpoint: %s)\n%s", eval_ckpt, table)
+        log.info("results: %s", output_dir / "metrics.json")
+    flat = {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+    return flat, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate a checkpoint on the valid and test splits; writes metrics.json."""
+    apply_extras(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is None:
+        raise MmsentiError("eval needs ckpt_path=<file.ckpt>")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    check_checkpoint(ckpt_path, model)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    datamodule.setup("validate")
+    metrics = {"val": split_metrics(trainer.validate(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False), "val")}
+    if datamodule.splits.get("test"):
+        metrics["test"] = split_metrics(trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False), "test")
+    write_json_atomic(output_dir / "metrics.json", {**metrics, "ckpt": ckpt_path, "seed": int(cfg.seed),
+                                                    "config": OmegaConf.to_container(cfg, resolve=True)})
+    print(format_metrics_table(metrics))
+    flat = {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+    return flat, {"cfg": cfg, "model": model, "trainer": trainer}
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value Optuna optimises (``optimized_metric``), with a clear error when it is not logged."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise MmsentiError(f"optimized_metric={name} was not computed; available: {', '.join(sorted(metrics))}")
+    return float(metrics[name])
