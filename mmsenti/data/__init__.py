@@ -1,0 +1,1 @@
+"""Data layer: CMU-MOSI computational sequences, alignment, folds, loaders and the batch contract."""

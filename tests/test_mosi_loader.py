@@ -1,0 +1,359 @@
+"""CMU-MOSI loader: folds, sample contract, SDK-equal alignment, cleaning rules, cache."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import mmsenti.data.mosi as mosi
+from mmsenti.data.align import overlap_ranges
+from mmsenti.data.csd import CSDError, decode_words, read_csd, write_csd
+from mmsenti.data.folds import FoldError, assign_folds, resolve_folds, sdk_standard_folds
+from mmsenti.data.mosi import MosiDataError, default_cache_dir, load_mosi_csd
+from mmsenti.data.synthetic import FILES
+
+ID_RE = re.compile(r"^[\w-]+\[\d+\]$")
+
+
+def _copy(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in [*FILES.values(), "folds.json"]:
+        if f not in skip:
+            shutil.copy(src / f, dst / f)
+    return dst
+
+
+def _edit(path: Path, fn) -> None:
+    """Rewrite a .csd with ``fn(data dict)`` applied, using raw h5py (allows invalid entries)."""
+    seq = read_csd(path)
+    data = {v: (f.copy(), iv.copy()) for v, (f, iv) in seq.data.items()}
+    fn(data)
+    path.unlink()
+    with h5py.File(path, "w") as h:
+        g = h.create_group(seq.name).create_group("data")
+        for vid, (f, iv) in data.items():
+            e = g.create_group(vid)
+            e["features"], e["intervals"] = f, iv
+
+
+def _all(data):
+    return [s for split in ("train", "valid", "test") for s in data.splits[split]]
+
+
+# ------------------------------------------------------------------------------- folds
+
+
+def test_sdk_folds_counts():
+    folds = sdk_standard_folds()
+    assert {k: len(v) for k, v in folds.items()} == {"train": 52, "valid": 10, "test": 31}
+    assert len({v for ids in folds.values() for v in ids}) == 93
+
+
+def test_sdk_folds_match_shared_copy(shared_data):
+    path = shared_data / "mosi" / "standard_folds.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    assert json.loads(path.read_text()) == sdk_standard_folds()
+
+
+def test_real_fold_segment_counts(mosi_label_file):
+    labels = read_csd(mosi_label_file)
+    folds = sdk_standard_folds()
+    direct = {s: sum(len(labels.data[v][1]) for v in ids) for s, ids in folds.items()}
+    assert direct == {"train": 1284, "valid": 229, "test": 686}
+    data = load_mosi_csd(mosi_label_file.parent, files={"words": None, "audio": None, "vision": None}, cache_dir=False)
+    assert data.report["segments"] == direct
+    assert data.report["folds_source"] == "sdk"
+    assert data.report["missing_modality"] == {"text": 2199, "audio": 2199, "vision": 2199}
+    assert set(data.report["missing_files"]) == {"words", "audio", "vision"}
+    s = data.splits["test"][0]
+    assert ID_RE.match(s["id"]) and s["audio"] is None and s["text"] is None and -3 <= s["label"] <= 3
+
+
+def test_fold_precedence_and_unknown_ids(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    from_file = resolve_folds(root)
+    assert from_file.source.endswith("folds.json") and from_file.counts() == {"train": 6, "valid": 3, "test": 3}
+    explicit = {"train": from_file.folds["train"][:2], "valid": from_file.folds["valid"][:1], "test": []}
+    assert resolve_folds(root, explicit).folds == explicit
+    assert resolve_folds(tmp_path / "empty").source == "sdk"
+
+    data = load_mosi_csd(root, folds=explicit, cache_dir=False)
+    assert data.report["segments"] == {"train": 20, "valid": 10, "test": 0}
+    assert data.report["videos_not_in_folds"] == 9
+
+    bad = {"train": explicit["train"] + ["ghost1", "ghost2"], "valid": [], "test": []}
+    with pytest.raises(FoldError, match="ghost1"):
+        load_mosi_csd(root, folds=bad, cache_dir=False)
+    data = load_mosi_csd(root, folds=bad, on_error="skip", cache_dir=False)
+    assert data.report["unknown_fold_ids"] == 2 and data.report["segments"]["train"] == 20
+    # without folds.json the SDK folds apply: 81 of their ids are not in the small set
+    (root / "folds.json").unlink()
+    with pytest.raises(FoldError, match="81 video id"):
+        load_mosi_csd(root, cache_dir=False)
+    with pytest.raises(FoldError, match="both"):
+        resolve_folds(root, {"train": ["a"], "valid": ["a"], "test": []})
+    with pytest.raises(FoldError, match="unknown split"):
+        resolve_folds(root, {"training": ["a"]})
+    assert assign_folds(resolve_folds(root, explicit), ["x"], on_error="skip").unassigned == ["x"]
+
+
+# ------------------------------------------------------------------------------- contract
+
+
+def test_aligned_sample_contract(synthetic_small):
+    data = load_mosi_csd(synthetic_small, mode="aligned", cache_dir=False)
+    assert data.report["segments"] == {"train": 60, "valid": 30, "test": 30}
+    assert (data.audio_dim, data.vision_dim) == (74, 47)
+    words = read_csd(synthetic_small / FILES["words"])
+    for s in _all(data):
+        assert set(s) == {"id", "text", "audio", "vision", "label"}
+        assert ID_RE.match(s["id"]) and isinstance(s["label"], float) and -3 <= s["label"] <= 3
+        n = len(s["text"].split())
+        assert "sp" not in s["text"].split() and n > 0
+        assert s["audio"].dtype == np.float32 and s["audio"].shape == (n, 74)
+        assert s["vision"].dtype == np.float32 and s["vision"].shape == (n, 47)
+        assert np.isfinite(s["audio"]).all() and np.isfinite(s["vision"]).all()
+    s = data.splits["train"][0]
+    vid = s["id"].split("[")[0]
+    tokens = decode_words(words.data[vid][0])
+    assert s["text"] in " ".join(t for t in tokens if t != "sp")
+    assert data.report["words_without_frames"]["audio"] == 0  # audio covers the whole video
+    assert data.report["nonfinite_replaced"]["audio"]["neginf"] > 0
+
+
+def test_aligned_features_equal_sdk_alignment(synthetic_small):
+    """End to end: our aligned rows == the SDK's mmdataset.align(words, [avg]) on the same files."""
+    from mmsdk import mmdatasdk
+
+    def avg(intervals, features):
+        try:
+            return np.average(features, axis=0)
+        except Exception:
+            return features
+
+    names = {k: str(synthetic_small / FILES[k]) for k in ("words", "audio", "vision")}
+    ds = mmdatasdk.mmdataset({"words": names["words"], "audio": names["audio"], "vision": names["vision"]})
+    ds.align("words", collapse_functions=[avg])
+    data = load_mosi_csd(synthetic_small, cache_dir=False)
+    words = read_csd(synthetic_small / FILES["words"])
+    labels = read_csd(synthetic_small / FILES["labels"])
+    compared = 0
+    for s in _all(data)[::7]:
+        vid, k = s["id"][:-1].split("[")
+        w_iv = words.data[vid][1]
+        tokens = decode_words(words.data[vid][0])
+        lo, hi = overlap_ranges(w_iv, labels.data[vid][1][int(k)][None])
+        idx = [i for i in range(lo[0], hi[0]) if tokens[i] != "sp"]
+        for m in ("audio", "vision"):
+            for row, i in enumerate(idx):
+                entry = ds[m].data.get(f"{vid}[{i}]")
+                if entry is None:  # SDK drops words without frames; we give zeros
+                    assert not s[m][row].any()
+                    continue
+                ref = np.asarray(entry["features"]).reshape(-1)
+                ok = np.isfinite(ref)  # we replace NaN/-inf before averaging, the SDK does not
+                np.testing.assert_allclose(s[m][row][ok], ref[ok], rtol=1e-5, atol=1e-5)
+                compared += 1
+    assert compared > 100
+
+
+def test_unaligned_frames_and_max_frames(synthetic_small):
+    data = load_mosi_csd(synthetic_small, mode="unaligned", cache_dir=False)
+    audio = read_csd(synthetic_small / FILES["audio"])
+    labels = read_csd(synthetic_small / FILES["labels"])
+    s = data.splits["valid"][2]
+    vid, k = s["id"][:-1].split("[")
+    seg = labels.data[vid][1][int(k)]
+    lo, hi = overlap_ranges(audio.data[vid][1], seg[None])
+    assert s["audio"].shape == (hi[0] - lo[0], 74)
+    assert abs(len(s["audio"]) / 100 - (seg[1] - seg[0])) < 0.03  # 100 Hz over the segment
+    assert abs(len(s["vision"]) / 30 - (seg[1] - seg[0])) < 2.5  # 30 Hz, minus dropped runs
+    raw = np.nan_to_num(audio.data[vid][0][lo[0] : hi[0]], nan=0, posinf=0, neginf=0)
+    np.testing.assert_array_equal(s["audio"], raw)
+    capped = load_mosi_csd(synthetic_small, mode="unaligned", max_frames=32, cache_dir=False)
+    assert all(len(x["audio"]) <= 32 and len(x["vision"]) <= 32 for x in _all(capped))
+    assert capped.report["subsampled_segments"]["audio"] == 120
+    assert capped.splits["valid"][2]["audio"][0].tolist() == s["audio"][0].tolist()
+
+
+# ------------------------------------------------------------------------------- cleaning rules
+
+
+def test_nonfinite_replaced_and_counted(synthetic_small):
+    data = load_mosi_csd(synthetic_small, mode="unaligned", cache_dir=False)
+    for m in ("audio", "vision"):
+        raw = np.concatenate([f for f, _ in read_csd(synthetic_small / FILES[m]).data.values()])
+        expected = {"nan": int(np.isnan(raw).sum()), "posinf": int(np.isposinf(raw).sum()),
+                    "neginf": int(np.isneginf(raw).sum())}
+        assert data.report["nonfinite_replaced"][m] == expected
+        assert expected["nan"] > 0
+        assert all(np.isfinite(s[m]).all() for s in _all(data))
+
+
+def test_missing_modality_file_and_video(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d", skip=(FILES["vision"],))
+    first = json.loads((root / "folds.json").read_text())["train"][0]
+    _edit(root / FILES["audio"], lambda d: d.pop(first))
+    data = load_mosi_csd(root, cache_dir=False)
+    assert data.report["missing_files"] == ["vision"]
+    assert data.report["missing_modality"] == {"text": 0, "audio": 10, "vision": 120}
+    assert data.report["videos_missing_from"]["audio"] == 1
+    assert data.vision_dim == 47  # default width when the file is absent
+    for s in _all(data):
+        assert s["vision"] is None
+        assert (s["audio"] is None) == s["id"].startswith(first + "[")
+    disabled = load_mosi_csd(synthetic_small, files={"audio": None}, cache_dir=False)
+    assert disabled.report["missing_modality"]["audio"] == 120
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_mosi_csd(synthetic_small, files={"facet": None}, cache_dir=False)
+
+
+def test_missing_label_file_is_an_error(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d", skip=(FILES["labels"],))
+    with pytest.raises(CSDError, match="not found"):
+        load_mosi_csd(root, cache_dir=False)
+
+
+def test_bad_label_intervals_raise_or_skip(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    victim = json.loads((root / "folds.json").read_text())["test"][0]
+
+    def reverse_one(d):
+        f, iv = d[victim]
+        iv[3] = iv[3, ::-1]  # end before start
+
+    _edit(root / FILES["labels"], reverse_one)
+    with pytest.raises(CSDError, match=f"'{victim}'.*end before") as err:
+        load_mosi_csd(root, cache_dir=False)
+    assert FILES["labels"] in str(err.value)
+    data = load_mosi_csd(root, on_error="skip", cache_dir=False)
+    assert data.report["segments"]["test"] == 20
+    assert sum(data.report["skipped"]["videos"].values()) == 1
+    assert victim in data.report["invalid_entries"]["labels"]
+
+
+def test_length_mismatch_and_zero_length_in_modalities(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    train = json.loads((root / "folds.json").read_text())["train"]
+
+    def mismatch(d):
+        f, iv = d[train[0]]
+        d[train[0]] = (f, iv[:-5])
+
+    def empty(d):
+        d[train[1]] = (d[train[1]][0][:0], d[train[1]][1][:0])
+
+    _edit(root / FILES["audio"], mismatch)
+    _edit(root / FILES["vision"], empty)
+    with pytest.raises(CSDError, match="length mismatch"):
+        load_mosi_csd(root, cache_dir=False)
+    data = load_mosi_csd(root, on_error="skip", cache_dir=False)
+    assert data.report["missing_modality"]["audio"] == 10 and data.report["missing_modality"]["vision"] == 10
+    assert sum(data.report["skipped"]["modality_entries"].values()) == 2
+    assert data.report["segments"]["train"] == 60  # samples kept, the broken modality is None
+
+
+def test_nonfinite_labels_raise_or_skip(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    vid = json.loads((root / "folds.json").read_text())["valid"][0]
+
+    def nan_label(d):
+        d[vid][0][0, 0] = np.nan
+
+    _edit(root / FILES["labels"], nan_label)
+    with pytest.raises(MosiDataError, match="non-finite label"):
+        load_mosi_csd(root, cache_dir=False)
+    data = load_mosi_csd(root, on_error="skip", cache_dir=False)
+    assert data.report["skipped"]["segments"] == {"non-finite label": 1}
+    assert data.report["segments"]["valid"] == 29
+    assert f"{vid}[0]" not in {s["id"] for s in data.splits["valid"]}
+
+
+def test_bad_arguments(synthetic_small):
+    for kwargs in ({"mode": "both"}, {"on_error": "ignore"}, {"collapse": "median"}, {"max_frames": 0}):
+        with pytest.raises(ValueError):
+            load_mosi_csd(synthetic_small, cache_dir=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------- cache
+
+
+def test_cache_hit_skips_recompute(tmp_path, synthetic_small, monkeypatch):
+    root = _copy(synthetic_small, tmp_path / "d")
+    first = load_mosi_csd(root, mode="unaligned", max_frames=40)
+    assert not first.from_cache and Path(first.report["cache"]["path"]).parent == root / ".cache"
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed despite a valid cache")
+
+    monkeypatch.setattr(mosi, "_build", boom)
+    second = load_mosi_csd(root, mode="unaligned", max_frames=40)
+    assert second.from_cache
+    for a, b in zip(_all(first), _all(second)):
+        assert a["id"] == b["id"] and a["text"] == b["text"] and a["label"] == b["label"]
+        np.testing.assert_array_equal(a["audio"], b["audio"])
+        np.testing.assert_array_equal(a["vision"], b["vision"])
+    with np.load(first.report["cache"]["path"], allow_pickle=False) as z:  # no pickle inside
+        assert "audio_offsets" in z.files
+    # different settings or a changed input file miss the cache
+    with pytest.raises(AssertionError, match="recomputed"):
+        load_mosi_csd(root, mode="unaligned", max_frames=41)
+    write_csd(read_csd(root / FILES["vision"]), root / FILES["vision"])
+    with pytest.raises(AssertionError, match="recomputed"):
+        load_mosi_csd(root, mode="unaligned", max_frames=40)
+
+
+def test_cache_keeps_missing_modalities(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    a = load_mosi_csd(root, files={"vision": None}, cache_dir=tmp_path / "c")
+    b = load_mosi_csd(root, files={"vision": None}, cache_dir=tmp_path / "c")
+    assert b.from_cache and all(s["vision"] is None for s in _all(b))
+    assert b.report["missing_modality"] == a.report["missing_modality"]
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path, synthetic_small):
+    first = load_mosi_csd(synthetic_small, cache_dir=tmp_path)
+    path = Path(first.report["cache"]["path"])
+    path.write_bytes(path.read_bytes()[:1000])  # truncated zip
+    again = load_mosi_csd(synthetic_small, cache_dir=tmp_path)
+    assert not again.from_cache and len(again) == 120
+    assert load_mosi_csd(synthetic_small, cache_dir=tmp_path).from_cache
+
+
+def test_unwritable_cache_is_reported(tmp_path, synthetic_small):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    data = load_mosi_csd(synthetic_small, cache_dir=blocker / "cache")
+    assert "error" in data.report["cache"] and len(data) == 120
+
+
+def test_default_cache_dir_avoids_read_only_roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    assert default_cache_dir(ro) == ro / ".cache"
+    ro.chmod(0o555)
+    try:
+        assert default_cache_dir(ro) == tmp_path / "xdg" / "mmsenti" / "mosi"
+    finally:
+        ro.chmod(0o755)
+
+
+def test_mosi_scale_load_times(synthetic_mosi, tmp_path):
+    t0 = time.perf_counter()
+    first = load_mosi_csd(synthetic_mosi, cache_dir=tmp_path)
+    uncached = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = load_mosi_csd(synthetic_mosi, cache_dir=tmp_path)
+    cached = time.perf_counter() - t0
+    assert len(first) == len(second) == 2199 and second.from_cache
+    assert uncached < 15, uncached  # ~1 s on 2 idle cores
+    assert cached < 1.0, cached  # ~0.02 s
