@@ -6,6 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import mmsenti.training  # noqa: F401  (registers the config resolvers)
+
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import mmsenti.training  # noqa: F401  (registers the config resolvers)
+
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-(Path(os.environ["PROJECT_ROOT"]) / "logs").mkdir(exist_ok=True)  # sqlite stores (Optuna, MLflow) live here
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

@@ -169,7 +169,8 @@ class MosiMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         """The metric dict over everything seen since the last ``reset()``."""
-        if not self.preds:
+        # after a DDP sync the list states arrive already concatenated into one tensor
+        if isinstance(self.preds, list) and not self.preds:
             raise ValueError("MosiMetrics.compute() called before any update()")
         return mosi_regression_metrics(dim_zero_cat(self.preds), dim_zero_cat(self.target), self.round_digits)
 

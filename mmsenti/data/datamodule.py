@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from mmsenti.data.batch import SentimentCollator
 from mmsenti.errors import MmsentiError
@@ -68,6 +68,29 @@ def frame_statistics(samples: list[dict], key: str, dim: int) -> tuple[np.ndarra
         return None
     stacked = np.concatenate(frames).astype(np.float64)
     return stacked.mean(0).astype(np.float32), stacked.std(0).astype(np.float32)
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Shuffles with a permutation fixed by (seed, epoch).
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
+    same order in its remaining epochs as an uninterrupted run.
+    """
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + 1000003 * self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
 
 
 class SentimentDataModule(L.LightningDataModule):
@@ -151,9 +174,9 @@ class SentimentDataModule(L.LightningDataModule):
             raise MmsentiError(f"{self.location}: the '{split}' split is empty")
         return DataLoader(
             samples, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-            shuffle=train, num_workers=self.hparams.num_workers, collate_fn=self.collator,
+            sampler=EpochSeededSampler(len(samples), torch.initial_seed() % 2**31) if train else None,
+            num_workers=self.hparams.num_workers, collate_fn=self.collator,
             persistent_workers=self.hparams.num_workers > 0, drop_last=False,
-            generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63) if train else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -26,7 +26,15 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.backbone = load_pretrained(pretrained, "model")
         self.hidden_size = int(self.backbone.config.hidden_size)
+        self.frozen = finetune == "frozen"
         self._set_trainable(finetune, top_k)
+        self.train()  # from_pretrained leaves the backbone in eval mode
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.frozen:  # a frozen encoder is a fixed feature extractor: no dropout noise
+            self.backbone.eval()
+        return self
 
     def _set_trainable(self, finetune: str, top_k: int) -> None:
         if finetune not in {"frozen", "full", "top_k"}:

@@ -38,14 +38,18 @@ class RngStateCheckpoint(L.Callback):
     """
 
     def state_dict(self) -> dict:
-        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # numpy's state held as a tensor + numbers so the checkpoint loads with weights_only=True
+        numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+        state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         torch.set_rng_state(state_dict["torch"])
-        np.random.set_state(state_dict["numpy"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         random.setstate(state_dict["python"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -87,7 +87,7 @@ class SentimentLitModule(L.LightningModule):
     def training_step(self, batch: SentimentBatch, batch_idx: int) -> torch.Tensor:
         losses = self.compute_loss(self(batch), batch.labels)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
-                      prog_bar=False, batch_size=len(batch))
+                      prog_bar=False, batch_size=len(batch), sync_dist=True)
         self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         return losses["loss"]
 

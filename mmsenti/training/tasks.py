@@ -40,8 +40,9 @@ def apply_extras(cfg: DictConfig) -> None:
             warnings.filterwarnings("ignore", message=pattern)
         for name in ("transformers", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        for name in ("lightning.pytorch", "lightning.fabric"):  # Hydra's handlers already print these once
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers print these once
             logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from transformers.utils import logging as hf_logging
@@ -138,8 +139,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
-    callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # nothing to write learning rates to (e.g. logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -173,6 +176,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "seed": int(cfg.seed),
         "task_name": cfg.task_name,
         "epochs_trained": int(trainer.current_epoch),
+        "world_size": int(trainer.world_size),
         "train_seconds": round(train_seconds, 2),
         "epoch_seconds": timer.epoch_seconds if timer else [],
         "data_report": getattr(datamodule, "report", {}),

@@ -1,0 +1,218 @@
+"""The Hydra + Lightning training pipeline, end to end, on the project's small synthetic CSD set."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from mmsenti.training.tasks import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+METRIC_KEYS = {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"}
+# keep each test run small: tiny fusion, one frozen-encoder layer fine-tuned, few batches
+SMALL = ["++model.fusion.d_model=32", "model.text_encoder.top_k=1", "data.batch_size=16", "extras.print_config=false"]
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    from mmsenti.data.synthetic import write_synthetic_mosi
+
+    return write_synthetic_mosi(tmp_path_factory.mktemp("synthetic_small"), scale="small", seed=0)
+
+
+def compose_train(overrides: list[str], output_dir: Path, data_root: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    os.environ["PROJECT_ROOT"] = str(ROOT)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        cfg = compose("train", return_hydra_config=True,
+                      overrides=[f"data.root={data_root}", "data.scale=small", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent / "logs")
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a task sees the config without the hydra node, as under @hydra.main
+    return cfg
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path, small_data):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path, small_data)
+    assert cfg.task_name == experiment
+    assert cfg.model._target_.endswith("SentimentLitModule")
+    assert "text" in cfg.model.modalities
+    assert cfg.model.fusion.name in {"mult", "late", "text_only"}
+
+
+def test_optuna_search_composes(tmp_path, small_data):
+    compose_train(["hparams_search=mosi_optuna", "experiment=mosi_fusion"], tmp_path, small_data)
+    cfg = HydraConfig.get()
+    assert cfg.sweeper.storage.startswith("sqlite:///")
+    assert cfg.mode.name == "MULTIRUN"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_every_experiment(experiment, tmp_path, small_data):
+    cfg = compose_train([f"experiment={experiment}", "debug=fdr", *SMALL], tmp_path, small_data)
+    metrics, objects = train(cfg)
+    assert METRIC_KEYS <= {k.split("/", 1)[1] for k in metrics if k.startswith("val/")}
+    built = {n.split(".")[1] for n, _ in objects["model"].net.named_modules() if n.startswith("frame_encoders.")}
+    assert built == set(cfg.model.modalities) - {"text"}
+
+
+def test_tiny_training_run_learns_and_writes_results(tmp_path, small_data):
+    out = tmp_path / "run"
+    cfg = compose_train(["experiment=mosi_fusion", "trainer.max_epochs=4", "logger=csv", "callbacks.early_stopping.patience=10",
+                         "model.optimizer.lr=3e-3", *SMALL], out, small_data)
+    train(cfg)
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["val"]) >= METRIC_KEYS and set(report["test"]) >= METRIC_KEYS
+    assert Path(report["best_ckpt"]).is_file()
+    assert report["seed"] == 42 and report["config"]["task_name"] == "mosi_fusion"
+    assert len(report["epoch_seconds"]) == 4
+    assert (out / "resolved_config.yaml").is_file()
+    epochs = pd.read_csv(out / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+    losses = epochs["train/loss"].tolist()
+    assert losses[-1] < losses[0], losses
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Ends fit after epoch 0, as a killed job would (last.ckpt is already written)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+def _short_run(out: Path, data: Path, *extra: str) -> dict:
+    cfg = compose_train(["experiment=mosi_fusion", "logger=none", "trainer.limit_train_batches=3",
+                         "callbacks.early_stopping.patience=10", *SMALL, *extra], out, data)
+    train(cfg)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_same_seed_same_result_and_resume_matches_uninterrupted(tmp_path, small_data):
+    full = _short_run(tmp_path / "full", small_data, "trainer.max_epochs=2")
+    again = _short_run(tmp_path / "again", small_data, "trainer.max_epochs=2")
+    assert full["val"] == again["val"] and full["test"] == again["test"]
+
+    # same config as `full`, interrupted after its first epoch, then resumed from last.ckpt
+    _short_run(tmp_path / "first", small_data, "trainer.max_epochs=2", f"+callbacks.stop._target_={__name__}.StopAfterFirstEpoch")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = _short_run(tmp_path / "resumed", small_data, "trainer.max_epochs=2", f"ckpt_path={last}")
+    assert resumed["epochs_trained"] == full["epochs_trained"] == 2
+    for split in ("val", "test"):
+        for key, value in full[split].items():
+            assert resumed[split][key] == pytest.approx(value, abs=1e-6), (split, key)
+
+
+def test_mismatched_checkpoint_gives_one_line(tmp_path, small_data):
+    _short_run(tmp_path / "a", small_data, "trainer.max_epochs=1")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    result = run_cli(["eval.py", f"ckpt_path={last}", "experiment=mosi_text_fast", f"data.root={small_data}",
+                      f"paths.log_dir={tmp_path}/logs", "extras.print_config=false"])
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "does not match the configured model" in error_lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_reproduces_training_metrics(tmp_path, small_data):
+    report = _short_run(tmp_path / "t", small_data, "trainer.max_epochs=1")
+    result = run_cli(["eval.py", f"ckpt_path={report['best_ckpt']}", "experiment=mosi_fusion", f"data.root={small_data}",
+                      "data.scale=small", "++model.fusion.d_model=32", "model.text_encoder.top_k=1",
+                      f"paths.log_dir={tmp_path}/logs", "extras.print_config=false", "logger=none"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluated = json.loads(next((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")).read_text())
+    for key in METRIC_KEYS:
+        assert evaluated["test"][key] == pytest.approx(report["test"][key], abs=1e-5)
+
+
+def test_missing_data_path_is_one_clear_line(tmp_path):
+    result = run_cli(["train.py", "data=mosi", f"data.root={tmp_path}/nowhere", f"paths.log_dir={tmp_path}/logs",
+                      "extras.print_config=false"])
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_csd_is_one_clear_line(tmp_path, small_data):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in small_data.glob("*.csd"):
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "folds.json").write_text((small_data / "folds.json").read_text())
+    labels = broken / "CMU_MOSI_Opinion_Labels.csd"
+    labels.write_bytes(labels.read_bytes()[:2000])  # truncated download
+    result = run_cli(["train.py", "data=mosi", f"data.root={broken}", f"paths.log_dir={tmp_path}/logs",
+                      "extras.print_config=false"])
+    assert result.returncode == 2
+    assert "CMU_MOSI_Opinion_Labels.csd" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["experiment=no_such_experiment"], "no_such_experiment"),
+    (["trainer.max_epochs=[1,"], "no viable alternative"),
+])
+def test_unknown_experiment_and_malformed_override(args, expected, tmp_path):
+    result = run_cli(["train.py", *args, f"paths.log_dir={tmp_path}/logs"])
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_two_jobs(tmp_path, small_data):
+    result = run_cli(["train.py", "-m", "experiment=mosi_fusion", "seed=1,2", "debug=fdr", f"data.root={small_data}",
+                      "data.scale=small", f"paths.log_dir={tmp_path}/logs", *SMALL])
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "logs" / "mosi_fusion" / "multiruns").glob("*/*/metrics.json"))
+    assert len(jobs) == 2
+    assert {json.loads(j.read_text())["seed"] for j in jobs} == {1, 2}
+
+
+@pytest.mark.slow
+def test_optuna_sweep_resumes_from_sqlite(tmp_path, small_data):
+    args = ["train.py", "-m", "hparams_search=mosi_optuna", "experiment=mosi_fusion", "debug=limit",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=test_study", "trainer.max_epochs=1",
+            f"data.root={small_data}", "data.scale=small", f"paths.log_dir={tmp_path}/logs", *SMALL]
+    first = run_cli(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(args)  # a re-run (e.g. after a kill) continues the stored study
+    assert second.returncode == 0, second.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "logs" / "optuna.db") as db:
+        states = [row[0] for row in db.execute("SELECT state FROM trials")]
+    assert len(states) == 4 and all(s == "COMPLETE" for s in states)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, small_data):
+    result = run_cli(["train.py", "experiment=mosi_fusion", "trainer=ddp_sim", "debug=limit", f"data.root={small_data}",
+                      "data.scale=small", f"paths.log_dir={tmp_path}/logs", *SMALL])
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "logs" / "mosi_fusion" / "runs").iterdir())
+    assert len(runs) == 1  # rank 1 was relaunched into the same run folder
+    report = json.loads((runs[0] / "metrics.json").read_text())
+    assert report["world_size"] == 2
+    assert METRIC_KEYS <= set(report["test"])
