@@ -35,6 +35,8 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from mmsenti.errors import MmsentiError
+
 __all__ = [
     "CSDError",
     "CSDReader",
@@ -65,7 +67,7 @@ SDK_METADATA_KEYS = (
 FIX_HINT = "re-download it with `mmsenti data download mosi` (or regenerate a synthetic set)"
 
 
-class CSDError(ValueError):
+class CSDError(MmsentiError):
     """A computational sequence file is unreadable or malformed (message names the file)."""
 
     def __init__(self, path: str | os.PathLike | None, problem: str, hint: str = FIX_HINT):

@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
 
+from mmsenti.errors import MmsentiError
+
 __all__ = [
     "FOLDS_FILENAME",
     "SPLITS",
@@ -40,7 +42,7 @@ _SDK_FOLDS_FILE = ("mmdatasdk", "dataset", "standard_datasets", "CMU_MOSI", "cmu
 _SDK_NAMES = {"train": "standard_train_fold", "valid": "standard_valid_fold", "test": "standard_test_fold"}
 
 
-class FoldError(ValueError):
+class FoldError(MmsentiError):
     """Folds are malformed or name videos the data does not have."""
 
 

@@ -54,6 +54,8 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from mmsenti.errors import MmsentiError
+
 from .align import EPS, Collapse, collapse_frames, overlap_pairs, sort_by_start, subsample_frames
 from .csd import ComputationalSequence, CSDReader, decode_words, read_csd
 from .folds import SPLITS, assign_folds, resolve_folds
@@ -77,7 +79,7 @@ Mode = Literal["aligned", "unaligned"]
 OnError = Literal["raise", "skip"]
 
 
-class MosiDataError(ValueError):
+class MosiDataError(MmsentiError):
     """The CMU-MOSI inputs cannot be turned into samples (message says why and what to do)."""
 
 
