@@ -12,10 +12,15 @@ user can fix print one ``error:`` line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from mmsenti.errors import MmsentiError
+
+# each module defines add_commands(subparsers): data (download/inspect/synth), export (export/bench/
+# report), media (extract/predict)
+COMMAND_MODULES = ("mmsenti.data.commands", "mmsenti.export.commands", "mmsenti.media.commands")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -42,9 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions and registered components")
     info.set_defaults(func=_info)
 
-    from mmsenti.data.commands import add_data_commands
-
-    add_data_commands(sub)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:  # a missing dependency inside the module is a real error
+                raise
+            continue  # that feature area is not part of this installation
+        module.add_commands(sub)
     return parser
 
 

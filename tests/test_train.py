@@ -216,3 +216,27 @@ def test_ddp_two_cpu_processes(tmp_path, small_data):
     report = json.loads((runs[0] / "metrics.json").read_text())
     assert report["world_size"] == 2
     assert METRIC_KEYS <= set(report["test"])
+
+
+def test_bf16_mixed_precision_on_cpu(tmp_path, small_data):
+    cfg = compose_train(["experiment=mosi_fusion", "debug=fdr", "trainer.precision=bf16-mixed", *SMALL], tmp_path, small_data)
+    metrics, objects = train(cfg)
+    assert objects["trainer"].precision == "bf16-mixed"
+    assert all(v == v for v in metrics.values())  # no NaN
+
+
+def test_ckpt_path_last_picks_newest_run(tmp_path, small_data):
+    from mmsenti.errors import MmsentiError
+    from mmsenti.training.tasks import find_last_checkpoint
+
+    logs = tmp_path / "logs"
+    with pytest.raises(MmsentiError, match="no last.ckpt"):
+        find_last_checkpoint(logs, "mosi_fusion")
+    older = logs / "mosi_fusion" / "runs" / "2026-01-01_00-00-00" / "checkpoints" / "last.ckpt"
+    newer = logs / "mosi_fusion" / "multiruns" / "2026-01-02_00-00-00" / "1" / "checkpoints" / "last.ckpt"
+    for i, path in enumerate((older, newer)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    assert find_last_checkpoint(logs, "mosi_fusion") == newer
+    assert find_last_checkpoint(logs, "mosi_fusion", exclude=newer.parents[1]) == older

@@ -6,6 +6,7 @@ Optimiser and scheduler arrive as ``_partial_`` configs; the pretrained text enc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from mmsenti.data.batch import SentimentBatch
 from mmsenti.metrics import MosiMetrics
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.sentiment_model import NUM_CLASSES_7
+
+log = logging.getLogger(__name__)
 
 
 def sentiment_classes_7(labels: torch.Tensor) -> torch.Tensor:
@@ -103,14 +106,21 @@ class SentimentLitModule(L.LightningModule):
     def test_step(self, batch: SentimentBatch, batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
 
-    def _log_metrics(self, split: str, metrics: MosiMetrics) -> None:
+    def _log_metrics(self, split: str, metrics: MosiMetrics) -> dict[str, float]:
         values = metrics.compute()
         metrics.reset()
+        # already gathered across processes by torchmetrics: no sync_dist here
         self.log_dict({f"{split}/{k}": float(v) for k, v in values.items()}, prog_bar=False, sync_dist=False)
         self.log(f"{split}/MAE_prog", float(values["MAE"]), prog_bar=True)
+        return values
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
+        values = self._log_metrics("val", self.val_metrics)
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero and self.trainer.state.fn == "fit":
+            train_loss = self.trainer.callback_metrics.get("train/loss")
+            log.info("epoch %d: train loss %s | val MAE %.4f Corr %.4f Non0_acc_2 %.4f Acc-7 %.4f",
+                     self.current_epoch, f"{float(train_loss):.4f}" if train_loss is not None else "-",
+                     values["MAE"], values["Corr"], values["Non0_acc_2"], values["Mult_acc_7"])
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
