@@ -17,11 +17,11 @@ from pathlib import Path
 
 from mmsenti.errors import MmsentiError
 
-__all__ = ["add_data_commands"]
+__all__ = ["add_commands", "add_data_commands"]
 
 
-def add_data_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``data`` with its sub-commands to the ``mmsenti`` parser's sub-parsers."""
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``data`` with its sub-commands to the ``mmsenti`` parser's sub-parsers (``cli.COMMAND_MODULES`` hook)."""
     data = sub.add_parser("data", help="write, inspect and download data sets",
                           description="Write, inspect and download data sets (see datasets/README.md).")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="{synth,inspect,download}")
@@ -65,6 +65,10 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=_download)
+
+
+#: The name the first ``mmsenti.cli`` called; kept so either wiring works.
+add_data_commands = add_commands
 
 
 def _synth(args: argparse.Namespace) -> int:
