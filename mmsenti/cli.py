@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
-            if err.name != module_name:  # a missing dependency inside the module is a real error
+            # only the feature module itself (or its package) may be absent; a missing dependency
+            # inside it is a real error
+            if not (err.name == module_name or module_name.startswith(f"{err.name}.")):
                 raise
             continue  # that feature area is not part of this installation
         module.add_commands(sub)

@@ -38,11 +38,7 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
     """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``."""
     path = Path(path).expanduser()
     if source == "synthetic":
-        from mmsenti.data.synthetic import write_synthetic_mosi
-
-        if not (path / "CMU_MOSI_Opinion_Labels.csd").is_file():
-            log.info("writing the synthetic CMU-MOSI-shaped set (scale=%s) to %s", scale, path)
-            write_synthetic_mosi(path, scale=scale, seed=seed)
+        ensure_synthetic(path, scale, seed)
         source = "csd"
     if not path.exists():
         raise MmsentiError(f"data path {path} does not exist; set data.root / data.path (see datasets/README.md)")
@@ -59,6 +55,15 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
 
         return load_label_csv(path)
     raise MmsentiError(f"data.source={source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def ensure_synthetic(root: Path, scale: str, seed: int) -> None:
+    """Write the synthetic CMU-MOSI-shaped set into ``root`` unless it is already there."""
+    from mmsenti.data.synthetic import write_synthetic_mosi
+
+    if not (Path(root) / "CMU_MOSI_Opinion_Labels.csd").is_file():
+        log.info("writing the synthetic CMU-MOSI-shaped set (scale=%s) to %s", scale, root)
+        write_synthetic_mosi(root, scale=scale, seed=seed)
 
 
 def frame_statistics(samples: list[dict], key: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -125,11 +130,7 @@ class SentimentDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # runs on one process only: the place to write the synthetic set before anyone reads it
         if self.hparams.source == "synthetic":
-            from mmsenti.data.synthetic import write_synthetic_mosi
-
-            root = Path(self.hparams.root)
-            if not (root / "CMU_MOSI_Opinion_Labels.csd").is_file():
-                write_synthetic_mosi(root, scale=self.hparams.scale, seed=self.hparams.synth_seed)
+            ensure_synthetic(Path(self.hparams.root), self.hparams.scale, self.hparams.synth_seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

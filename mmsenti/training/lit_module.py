@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 
 from mmsenti.data.batch import SentimentBatch
 from mmsenti.metrics import MosiMetrics
@@ -60,6 +61,8 @@ class SentimentLitModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.val_metrics = MosiMetrics()
         self.test_metrics = MosiMetrics()
+        # for the one-line epoch summary in the run log (rank 0 only, so never synced across processes)
+        self.train_loss_mean = MeanMetric(sync_on_compute=False)
 
     # ---------------------------------------------------------------- forward and losses
     def forward(self, batch: SentimentBatch):
@@ -92,6 +95,7 @@ class SentimentLitModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
                       prog_bar=False, batch_size=len(batch), sync_dist=True)
         self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        self.train_loss_mean.update(losses["loss"].detach(), len(batch))
         return losses["loss"]
 
     def _eval_step(self, batch: SentimentBatch, split: str, metrics: MosiMetrics) -> None:
@@ -117,10 +121,10 @@ class SentimentLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._log_metrics("val", self.val_metrics)
         if not self.trainer.sanity_checking and self.trainer.is_global_zero and self.trainer.state.fn == "fit":
-            train_loss = self.trainer.callback_metrics.get("train/loss")
-            log.info("epoch %d: train loss %s | val MAE %.4f Corr %.4f Non0_acc_2 %.4f Acc-7 %.4f",
-                     self.current_epoch, f"{float(train_loss):.4f}" if train_loss is not None else "-",
-                     values["MAE"], values["Corr"], values["Non0_acc_2"], values["Mult_acc_7"])
+            train_loss = float(self.train_loss_mean.compute()) if self.train_loss_mean.update_count else float("nan")
+            self.train_loss_mean.reset()
+            log.info("epoch %d: train loss %.4f | val MAE %.4f Corr %.4f Non0_acc_2 %.4f Acc-7 %.4f",
+                     self.current_epoch, train_loss, values["MAE"], values["Corr"], values["Non0_acc_2"], values["Mult_acc_7"])
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)

@@ -31,6 +31,11 @@ METRIC_SPLITS = {"val": "valid", "test": "test"}
 
 
 # ---------------------------------------------------------------------------- helpers
+def _drop_advertising(record: logging.LogRecord) -> bool:
+    """Lightning logs a tip about its hosted logger on every run; keep run logs to the point."""
+    return "💡 Tip" not in str(record.msg)
+
+
 def apply_extras(cfg: DictConfig) -> None:
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
@@ -43,6 +48,7 @@ def apply_extras(cfg: DictConfig) -> None:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # Hydra's handlers print these once
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_advertising)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from transformers.utils import logging as hf_logging
