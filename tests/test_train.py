@@ -240,3 +240,24 @@ def test_ckpt_path_last_picks_newest_run(tmp_path, small_data):
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
     assert find_last_checkpoint(logs, "mosi_fusion") == newer
     assert find_last_checkpoint(logs, "mosi_fusion", exclude=newer.parents[1]) == older
+
+
+def test_mmsa_pickle_source_trains(tmp_path, small_data):
+    """`data=mosi_mmsa data.path=...pkl` trains from an MMSA-layout pickle (read without code execution)."""
+    from mmsenti.cli import main as cli
+
+    assert cli(["data", "synth", "--out", str(tmp_path / "mmsa"), "--scale", "small", "--format", "mmsa"]) == 0
+    pickle_path = tmp_path / "mmsa" / "unaligned_50.pkl"
+    cfg = compose_train(["experiment=mosi_fusion", "data=mosi_mmsa", f"data.path={pickle_path}", "data.audio_dim=74",
+                         "data.vision_dim=47", "debug=fdr", *SMALL], tmp_path / "run", small_data)
+    metrics, objects = train(cfg)
+    assert METRIC_KEYS <= {k.split("/", 1)[1] for k in metrics if k.startswith("test/")}
+    assert objects["datamodule"].location == str(pickle_path)
+
+
+def test_feature_width_mismatch_is_explained(tmp_path, small_data):
+    from mmsenti.errors import MmsentiError
+
+    cfg = compose_train(["experiment=mosi_fusion", "data.audio_dim=5", "debug=fdr", *SMALL], tmp_path, small_data)
+    with pytest.raises(MmsentiError, match="set data.audio_dim=74"):
+        train(cfg)
