@@ -261,3 +261,14 @@ def test_feature_width_mismatch_is_explained(tmp_path, small_data):
     cfg = compose_train(["experiment=mosi_fusion", "data.audio_dim=5", "debug=fdr", *SMALL], tmp_path, small_data)
     with pytest.raises(MmsentiError, match="set data.audio_dim=74"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_mlflow_logger_with_sqlite_backend(tmp_path, small_data):
+    mlflow = pytest.importorskip("mlflow", reason="optional extra: pip install -e '.[mlflow]'")
+    cfg = compose_train(["experiment=mosi_fusion", "logger=mlflow", "debug=limit", "trainer.max_epochs=1", *SMALL],
+                        tmp_path / "run", small_data)
+    train(cfg)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["mosi_fusion"])
+    assert len(runs) == 1 and "metrics.val/MAE" in runs.columns
