@@ -7,7 +7,10 @@ Sources (``data.source``):
 * ``csd`` — a folder of CMU Multimodal SDK computational sequences (real CMU-MOSI, or features
   from ``mmsenti extract``);
 * ``mmsa`` — an MMSA processed pickle (read with a restricted unpickler);
-* ``label_csv`` — an MMSA-FET ``label.csv`` (text only).
+* ``label_csv`` — an MMSA-FET ``label.csv`` (text only);
+* ``sst2`` — GLUE SST-2 ``train.tsv``/``dev.tsv`` (text only; labels -1/+1, see :mod:`mmsenti.data.sst2`).
+
+``data.source_options`` passes source-specific settings (e.g. SST-2's ``train_size``).
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from mmsenti.models.pretrained import load_pretrained
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-SOURCES = ("synthetic", "csd", "mmsa", "label_csv")
+SOURCES = ("synthetic", "csd", "mmsa", "label_csv", "sst2")
 
 
 def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: str = "mosi", seed: int = 0,
                 on_error: str = "raise", max_frames: int | None = None, collapse: str = "mean",
-                folds: dict | None = None):
+                folds: dict | None = None, source_options: dict | None = None):
     """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``."""
     path = Path(path).expanduser()
     if source == "synthetic":
@@ -54,6 +57,10 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
         from mmsenti.data.mmsa import load_label_csv
 
         return load_label_csv(path)
+    if source == "sst2":
+        from mmsenti.data.sst2 import load_sst2
+
+        return load_sst2(path, **(source_options or {}))
     raise MmsentiError(f"data.source={source!r}; choose one of {', '.join(SOURCES)}")
 
 
@@ -119,7 +126,10 @@ class SentimentDataModule(L.LightningDataModule):
         on_error: str = "raise",
         folds: dict | None = None,
         limit_per_split: int | None = None,
+        source_options: dict | None = None,
     ):
+        # a plain dict: hyper-parameters go into checkpoints, which load with weights_only=True
+        source_options = {str(k): v for k, v in source_options.items()} if source_options else None
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.splits: dict[str, list[dict]] = {}
@@ -137,7 +147,8 @@ class SentimentDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         data = load_source(hp.source, self.location, mode=hp.mode, scale=hp.scale, seed=hp.synth_seed, on_error=hp.on_error,
-                           max_frames=hp.max_frames, collapse=hp.collapse, folds=hp.folds)
+                           max_frames=hp.max_frames, collapse=hp.collapse, folds=hp.folds,
+                           source_options=dict(hp.source_options or {}))
         for name, dim in (("audio", data.audio_dim), ("vision", data.vision_dim)):
             expected = getattr(hp, f"{name}_dim")
             if dim and expected and dim != expected:

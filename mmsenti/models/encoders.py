@@ -2,6 +2,9 @@
 
 * ``TextEncoder`` wraps any Hugging Face encoder (default: the distilled MiniLM-L6 that ships in a
   package) and can freeze it, fine-tune it fully, or fine-tune only its top k layers.
+  ``keep_layers`` keeps only some of its transformer layers (a DistilBERT-style shallower student:
+  ``[0, 2, 4]`` of MiniLM-L6 is MiniLM-L3); ``architecture`` other than ``hf`` builds a registered
+  ``text_backbone`` instead (the distillation students, e.g. ``bilstm`` over the word embeddings).
 * Sequence encoders turn frame features ``[B, T, D]`` (audio prosody, facial expression) with a
   boolean mask into ``[B, T, d_model]``. They are registered by name (``conv_transformer``,
   ``lstm``) so a config picks one.
@@ -16,15 +19,23 @@ from torch import nn
 
 from mmsenti.errors import MmsentiError
 from mmsenti.models.pretrained import load_pretrained
-from mmsenti.registry import register
+from mmsenti.registry import build, register
 
 
 class TextEncoder(nn.Module):
     """A pretrained transformer encoder over token ids; returns token states ``[B, L, H]``."""
 
-    def __init__(self, pretrained: str = "minilm_l6", finetune: str = "top_k", top_k: int = 2):
+    def __init__(self, pretrained: str = "minilm_l6", finetune: str = "top_k", top_k: int = 2,
+                 keep_layers: list[int] | None = None, architecture: str = "hf", backbone_options: dict | None = None):
         super().__init__()
-        self.backbone = load_pretrained(pretrained, "model")
+        if architecture == "hf":
+            self.backbone = load_pretrained(pretrained, "model")
+        else:
+            from mmsenti.distill import students  # noqa: F401  (registers the student text backbones)
+
+            self.backbone = build("text_backbone", architecture, pretrained=pretrained, **(backbone_options or {}))
+        if keep_layers is not None:
+            keep_encoder_layers(self.backbone, keep_layers)
         self.hidden_size = int(self.backbone.config.hidden_size)
         self.frozen = finetune == "frozen"
         self._set_trainable(finetune, top_k)
@@ -43,6 +54,8 @@ class TextEncoder(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad = trainable
         if finetune == "top_k" and top_k > 0:
+            if not hasattr(self.backbone, "get_input_embeddings"):  # not a transformer: no layers to pick
+                raise MmsentiError(f"finetune=top_k needs a transformer backbone; use full or frozen for {type(self.backbone).__name__}")
             layers = _encoder_layers(self.backbone)
             for layer in layers[-top_k:]:
                 for p in layer.parameters():
@@ -64,6 +77,28 @@ def _encoder_layers(backbone: nn.Module) -> nn.ModuleList:
         if isinstance(obj, nn.ModuleList):
             return obj
     raise MmsentiError(f"cannot find the transformer layers of {type(backbone).__name__} for top_k fine-tuning")
+
+
+def keep_encoder_layers(backbone: nn.Module, keep: list[int]) -> None:
+    """Keep only the transformer layers at indices ``keep`` (in that order), in place.
+
+    DistilBERT initialises its student from every other layer of the teacher; with
+    ``keep=[0, 2, 4]`` a 6-layer MiniLM becomes a 3-layer one whose layer ``i`` *is* (holds the
+    weights of) the original layer ``keep[i]``.
+    """
+    layers = _encoder_layers(backbone)
+    keep = [int(i) for i in keep]
+    if not keep or any(not 0 <= i < len(layers) for i in keep) or len(set(keep)) != len(keep):
+        raise MmsentiError(f"keep_layers={keep}: need distinct indices in [0, {len(layers) - 1}]")
+    kept = [layers[i] for i in keep]
+    for i in reversed(range(len(layers))):
+        del layers[i]
+    layers.extend(kept)
+    for new_index, layer in enumerate(kept):  # attention modules that index caches by layer
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    backbone.config.num_hidden_layers = len(kept)
 
 
 class SinusoidalPositions(nn.Module):

@@ -1,0 +1,376 @@
+"""The distillation LightningModule: a :class:`SentimentLitModule` with a task switch and a teacher.
+
+``DistillSentimentLitModule`` trains the same :class:`~mmsenti.models.SentimentModel` (``self.net``,
+the student) as the ordinary module, and adds
+
+* ``task``: ``regression`` (MOSI: L1/MSE to the score in [-3, 3]) or ``classification`` (SST-2:
+  labels are -1 / +1, the score is the logit of "positive", cross-entropy; ``val/acc``
+  is logged and equals MOSI's ``Non0_acc_2`` on such labels);
+* ``distill`` (a dict from the ``distill`` config group, or ``None`` for no teacher): a frozen
+  teacher loaded from any mmsenti checkpoint (``distill.teacher_ckpt``) — text-only or fused
+  text+audio+vision, any text encoder — whose outputs on the training set are computed once and
+  cached (:mod:`mmsenti.distill.cache`); optional hidden-state / attention-map distillation runs
+  the teacher online (it needs the student's tokenizer).
+
+With ``distill.teacher_ckpt=null`` the module trains the student on the hard labels only: the
+no-teacher baseline of the same experiment (same student, data and seeds).
+
+The teacher is deliberately *not* a registered submodule: it is never in the optimiser, never in
+the student's checkpoint, never moved by Lightning, and it runs under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from mmsenti.data.batch import SentimentBatch, SentimentCollator
+from mmsenti.distill import losses as L_
+from mmsenti.distill.cache import SoftTargets, file_digest, load_or_compute, samples_fingerprint, soft_target_key
+from mmsenti.errors import MmsentiError
+from mmsenti.metrics import MosiMetrics
+from mmsenti.models import SentimentModel, SentimentModelConfig
+from mmsenti.models.encoders import _encoder_layers
+from mmsenti.models.pretrained import load_pretrained
+from mmsenti.training.lit_module import SentimentLitModule, sentiment_classes_7
+
+log = logging.getLogger(__name__)
+
+TASKS = ("regression", "classification")
+
+
+@dataclass
+class DistillConfig:
+    """Every distillation setting (the ``distill`` config group); see :mod:`mmsenti.distill.losses`."""
+
+    teacher_ckpt: str | None = None
+    hard_weight: float = 1.0  # weight of the loss on the true labels
+    alpha: float = 0.5  # weight of T^2 * KL on soft targets (binary logits, or the 7-class head)
+    temperature: float = 2.0
+    score_weight: float = 1.0  # regression: weight of MSE(student score, teacher score)
+    hidden_weight: float = 0.0  # > 0: token hidden-state MSE (online teacher, same tokenizer)
+    attention_weight: float = 0.0  # > 0: attention-map MSE (online teacher, same tokenizer)
+    layer_map: list[int] | None = None  # teacher layer for each student layer; None = uniform
+    student_init: str = "pretrained"  # pretrained | teacher (DistilBERT-style: copy the teacher's weights)
+    cache_dir: str | None = None  # soft-target cache; None = recompute every run
+    teacher_batch_size: int = 64
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "DistillConfig":
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MmsentiError(f"unknown distill setting(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        cfg = cls(**d)
+        if cfg.student_init not in {"pretrained", "teacher"}:
+            raise MmsentiError(f"distill.student_init={cfg.student_init!r}; choose pretrained or teacher")
+        if cfg.temperature <= 0:
+            raise MmsentiError(f"distill.temperature must be > 0 (got {cfg.temperature})")
+        return cfg
+
+    @property
+    def online(self) -> bool:
+        """Whether the teacher must run every step (its token states/attention are not cached)."""
+        return self.hidden_weight > 0 or self.attention_weight > 0
+
+
+# ---------------------------------------------------------------------------- teacher
+def load_teacher(ckpt_path: str | Path) -> tuple[SentimentModel, dict[str, Any]]:
+    """Rebuild the :class:`SentimentModel` of any mmsenti Lightning checkpoint, frozen, in eval mode."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise MmsentiError(f"distill.teacher_ckpt={path}: no such file (train a teacher first, e.g. experiment=sst2_teacher)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        hparams, weights = dict(state["hyper_parameters"]), state["state_dict"]
+    except Exception as err:
+        raise MmsentiError(f"{path}: not a readable mmsenti checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
+    hparams["aux_7class"] = bool(hparams.get("aux_7class")) or float(hparams.get("aux_7class_weight") or 0) > 0
+    net = SentimentModel(SentimentModelConfig.from_dict(hparams))
+    net_state = {k[len("net."):]: v for k, v in weights.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(net_state, strict=True)
+    except RuntimeError as err:
+        raise MmsentiError(f"{path}: teacher weights do not fit the model its hyper-parameters describe ({str(err).splitlines()[0]})") from err
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, hparams
+
+
+def init_student_from_teacher(student: SentimentModel, teacher: SentimentModel, keep_layers: list[int] | None) -> list[str]:
+    """DistilBERT-style initialisation: copy the teacher's weights into the student where they fit.
+
+    Student transformer layer ``i`` takes teacher layer ``keep_layers[i]`` (every layer ``i`` when
+    ``keep_layers`` is None); embeddings and every other text-encoder tensor of the same name and
+    shape are copied; the input embedding table is copied into any student with a table of the
+    same shape (the BiLSTM student). The head is copied only when both models pool the same way.
+    Returns the names of the copied student tensors.
+    """
+    s_state, t_state = student.state_dict(), teacher.state_dict()
+    layer_re = re.compile(r"^(text_encoder\.backbone\.(?:encoder\.layer|transformer\.layer|layers)\.)(\d+)(\..+)$")
+    heads = [n for n in s_state if n.startswith(("head.", "head_7."))]
+    same_head = (teacher.config.fusion.get("name") == student.config.fusion.get("name")
+                 and list(teacher.config.modalities) == list(student.config.modalities)
+                 and all(n in t_state and t_state[n].shape == s_state[n].shape for n in heads))
+    updated, copied = dict(s_state), []
+    for name, tensor in s_state.items():
+        if not (name.startswith("text_encoder.") or (same_head and name in heads)):
+            continue
+        source = name
+        match = layer_re.match(name)
+        if match and keep_layers is not None:
+            source = f"{match[1]}{int(keep_layers[int(match[2])])}{match[3]}"
+        if source in t_state and t_state[source].shape == tensor.shape:
+            updated[name] = t_state[source].clone()
+            copied.append(name)
+    s_emb, t_emb = student.text_encoder.backbone.get_input_embeddings(), teacher.text_encoder.backbone.get_input_embeddings()
+    s_emb_name = next(n for n, p in student.named_parameters() if p is s_emb.weight)
+    if s_emb_name not in copied and s_emb.weight.shape == t_emb.weight.shape:
+        updated[s_emb_name] = t_emb.weight.detach().clone()
+        copied.append(s_emb_name)
+    if not copied:
+        raise MmsentiError("distill.student_init=teacher: no student tensor matches the teacher's (different architectures); "
+                           "use student_init=pretrained")
+    student.load_state_dict(updated)
+    return copied
+
+
+# ---------------------------------------------------------------------------- recording token states
+def _self_attention(layer: nn.Module) -> nn.Module:
+    for module in layer.modules():
+        if type(module).__name__.endswith("SelfAttention"):
+            return module
+    raise MmsentiError(f"{type(layer).__name__} has no *SelfAttention module: attention-map distillation is not supported for it")
+
+
+class LayerRecorder:
+    """Records each transformer layer's output states and attention maps with forward hooks.
+
+    Hooks leave the model's own forward untouched, so the student is trained through exactly the
+    code that serves it. Attention maps need eager attention (set by the caller).
+    """
+
+    def __init__(self, backbone: nn.Module, hidden: bool, attention: bool):
+        try:
+            self.layers = list(_encoder_layers(backbone))
+        except MmsentiError:
+            raise MmsentiError(f"hidden-state/attention distillation needs a transformer student, not {type(backbone).__name__}") from None
+        self.want_hidden, self.want_attention = hidden, attention
+        self.hidden: list[torch.Tensor] = []
+        self.attention: list[torch.Tensor] = []
+
+    @contextmanager
+    def record(self) -> Iterator["LayerRecorder"]:
+        self.hidden, self.attention, handles = [], [], []
+        try:
+            for layer in self.layers:
+                if self.want_hidden:
+                    handles.append(layer.register_forward_hook(
+                        lambda m, args, out: self.hidden.append(out[0] if isinstance(out, tuple) else out)))
+                if self.want_attention:
+                    attn = _self_attention(layer)
+                    # MPNet returns its attention probabilities only when asked
+                    handles.append(attn.register_forward_pre_hook(
+                        lambda m, args, kwargs: (args, {**kwargs, "output_attentions": True}), with_kwargs=True))
+                    handles.append(attn.register_forward_hook(lambda m, args, out: self.attention.append(out[1])))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+        if self.want_attention and any(a is None for a in self.attention):
+            raise MmsentiError("attention maps were not returned; the encoder must use eager attention")
+
+
+def _use_eager_attention(backbone: nn.Module) -> None:
+    if hasattr(backbone, "set_attn_implementation"):
+        backbone.set_attn_implementation("eager")
+
+
+# ---------------------------------------------------------------------------- the module
+class DistillSentimentLitModule(SentimentLitModule):
+    """:class:`SentimentLitModule` + ``task`` switch + optional frozen teacher (see the module docstring)."""
+
+    def __init__(self, *args: Any, task: str = "regression", distill: dict | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if task not in TASKS:
+            raise MmsentiError(f"model.task={task!r}; choose one of {list(TASKS)}")
+        self.task = task
+        self.distill = DistillConfig.from_dict(distill)
+        self.hidden_projection: nn.Module | None = None
+        self.soft_targets: SoftTargets | None = None
+        self.teacher_hparams: dict[str, Any] = {}
+        self.__dict__["teacher"] = None  # not a submodule: never optimised, saved or moved by Lightning
+        if self.distill.teacher_ckpt:
+            self._attach_teacher()
+        elif distill is not None:
+            log.warning("distill.teacher_ckpt is null: training the student on hard labels only (the no-teacher baseline)")
+
+    def _attach_teacher(self) -> None:
+        cfg = self.distill
+        teacher, self.teacher_hparams = load_teacher(cfg.teacher_ckpt)
+        self.__dict__["teacher"] = teacher
+        log.info("teacher %s: %s, %.1f M parameters, modalities %s", cfg.teacher_ckpt,
+                 self.teacher_hparams["text_encoder"].get("pretrained"), sum(p.numel() for p in teacher.parameters()) / 1e6,
+                 list(teacher.config.modalities))
+        if cfg.student_init == "teacher":
+            copied = init_student_from_teacher(self.net, teacher, self.model_config.text_encoder.get("keep_layers"))
+            log.info("student initialised from the teacher: %d tensors copied", len(copied))
+        if cfg.online:
+            if self._tokenizer_name(self.teacher_hparams) != self._tokenizer_name(self.hparams):
+                raise MmsentiError("hidden-state/attention distillation compares token by token: the teacher "
+                                   f"({self._tokenizer_name(self.teacher_hparams)}) and the student "
+                                   f"({self._tokenizer_name(self.hparams)}) must share a tokenizer")
+            if cfg.attention_weight > 0:
+                _use_eager_attention(self.net.text_encoder.backbone)
+                _use_eager_attention(teacher.text_encoder.backbone)
+            self.student_recorder = LayerRecorder(self.net.text_encoder.backbone, cfg.hidden_weight > 0, cfg.attention_weight > 0)
+            self.teacher_recorder = LayerRecorder(teacher.text_encoder.backbone, cfg.hidden_weight > 0, cfg.attention_weight > 0)
+            n_s, n_t = len(self.student_recorder.layers), len(self.teacher_recorder.layers)
+            self.layer_map = list(cfg.layer_map) if cfg.layer_map is not None else L_.uniform_layer_map(n_s, n_t)
+            if len(self.layer_map) != n_s or any(not 0 <= i < n_t for i in self.layer_map):
+                raise MmsentiError(f"distill.layer_map={self.layer_map}: need {n_s} teacher layer indices in [0, {n_t - 1}]")
+            s_width, t_width = self.net.text_encoder.hidden_size, teacher.text_encoder.hidden_size
+            if cfg.hidden_weight > 0 and s_width != t_width:
+                self.hidden_projection = nn.Linear(s_width, t_width)  # TinyBERT's W_h, trained with the student
+
+    @staticmethod
+    def _tokenizer_name(hparams: Any) -> str:
+        return str(dict(hparams["text_encoder"]).get("pretrained"))
+
+    # ---------------------------------------------------------------- soft targets
+    def on_fit_start(self) -> None:
+        teacher = self.teacher
+        if teacher is None:
+            return
+        teacher.to(self.device)
+        cfg = self.distill
+        if cfg.alpha > 0 or cfg.score_weight > 0:
+            self.soft_targets = self.compute_soft_targets(self.trainer.datamodule)
+
+    def compute_soft_targets(self, datamodule: Any) -> SoftTargets:
+        """The teacher's outputs on every training sample, from the cache when the key matches."""
+        cfg, teacher = self.distill, self.teacher
+        samples = datamodule.splits["train"]
+        hp = datamodule.hparams
+        tokenizer_name = self._tokenizer_name(self.teacher_hparams)
+        settings = {"tokenizer": tokenizer_name, "max_text_len": hp.get("max_text_len"), "max_frames": hp.get("max_frames"),
+                    "audio_dim": hp.get("audio_dim"), "vision_dim": hp.get("vision_dim")}
+        key = soft_target_key(file_digest(cfg.teacher_ckpt), samples_fingerprint(samples), settings)
+
+        def run_teacher() -> tuple[torch.Tensor, torch.Tensor | None]:
+            collator = SentimentCollator(load_pretrained(tokenizer_name, "tokenizer"), hp.get("audio_dim") or 0,
+                                         hp.get("vision_dim") or 0, hp.get("max_text_len") or 64, hp.get("max_frames"))
+            return teacher_outputs(teacher, samples, collator, cfg.teacher_batch_size, self.device)
+
+        targets = load_or_compute(cfg.cache_dir, key, [s["id"] for s in samples], run_teacher)
+        log.info("teacher soft targets for %d training samples (%s)", len(samples), "cached" if targets.from_cache else "computed")
+        return targets
+
+    # ---------------------------------------------------------------- losses
+    def compute_loss(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The hard-label loss (used for training and for val/test loss)."""
+        main = L_.hard_loss(out.score, labels, self.task, self.hparams.loss)
+        losses = {"loss": main, "loss_main": main}
+        if self.task == "regression" and out.logits_7 is not None and self.hparams.aux_7class_weight > 0:
+            aux = torch.nn.functional.cross_entropy(out.logits_7.float(), sentiment_classes_7(labels))
+            losses["loss_aux7"] = aux
+            losses["loss"] = main + self.hparams.aux_7class_weight * aux
+        return losses
+
+    def distillation_losses(self, out, batch: SentimentBatch, student_rec: LayerRecorder | None = None) -> dict[str, torch.Tensor]:
+        cfg = self.distill
+        losses = self.compute_loss(out, batch.labels)
+        total = cfg.hard_weight * losses["loss"] if self.teacher is not None else losses["loss"]
+        if self.soft_targets is not None:
+            t_score, t_logits_7 = self.soft_targets.lookup(batch.ids, out.score.device)
+            if self.task == "classification":
+                if cfg.alpha > 0:
+                    losses["loss_kd"] = L_.kd_kl(L_.binary_logits(out.score), L_.binary_logits(t_score), cfg.temperature)
+                    total = total + cfg.alpha * losses["loss_kd"]
+            else:
+                if cfg.score_weight > 0:
+                    losses["loss_score"] = torch.nn.functional.mse_loss(out.score.float(), t_score)
+                    total = total + cfg.score_weight * losses["loss_score"]
+                if cfg.alpha > 0 and t_logits_7 is not None and out.logits_7 is not None:
+                    losses["loss_kd7"] = L_.kd_kl(out.logits_7, t_logits_7, cfg.temperature)
+                    total = total + cfg.alpha * losses["loss_kd7"]
+        if student_rec is not None:
+            with torch.no_grad(), self.teacher_recorder.record() as teacher_rec:
+                self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask, audio=batch.audio,
+                             audio_mask=batch.audio_mask, vision=batch.vision, vision_mask=batch.vision_mask)
+            if cfg.hidden_weight > 0:
+                losses["loss_hidden"] = L_.hidden_state_loss(student_rec.hidden, [teacher_rec.hidden[i] for i in self.layer_map],
+                                                             batch.attention_mask, self.hidden_projection)
+                total = total + cfg.hidden_weight * losses["loss_hidden"]
+            if cfg.attention_weight > 0:
+                losses["loss_attention"] = L_.attention_loss(student_rec.attention, [teacher_rec.attention[i] for i in self.layer_map],
+                                                             batch.attention_mask)
+                total = total + cfg.attention_weight * losses["loss_attention"]
+        losses["loss"] = total
+        return losses
+
+    def training_step(self, batch: SentimentBatch, batch_idx: int) -> torch.Tensor:
+        if self.teacher is not None and self.distill.online:
+            with self.student_recorder.record() as rec:
+                out = self(batch)
+            losses = self.distillation_losses(out, batch, rec)
+        else:
+            losses = self.distillation_losses(self(batch), batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
+                      prog_bar=False, batch_size=len(batch), sync_dist=True)
+        self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        return losses["loss"]
+
+    def _log_metrics(self, split: str, metrics: MosiMetrics) -> dict[str, float]:
+        values = {k: float(v) for k, v in metrics.compute().items()}
+        metrics.reset()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        self.log(f"{split}/MAE_prog", values["MAE"], prog_bar=True)
+        if self.task == "classification":  # labels are -1/+1: binary accuracy is MOSI's Non0_acc_2
+            self.log(f"{split}/acc", values["Non0_acc_2"], prog_bar=True)
+        return values
+
+    def configure_optimizers(self):
+        config = super().configure_optimizers()
+        if self.hidden_projection is None:
+            return config
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
+        # the projection trains like the fusion/head parameters; the scheduler must see the group too,
+        # so it is added before the scheduler is rebuilt
+        optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "name": "kd_projection"})
+        if isinstance(config, dict) and self.scheduler_factory is not None:
+            steps = int(self.trainer.estimated_stepping_batches)
+            config["lr_scheduler"] = self.scheduler_factory(optimizer, num_training_steps=steps)
+        return config
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: SentimentModel, samples: list[dict], collator: SentimentCollator, batch_size: int,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the teacher over samples (longest-first batches, to waste little on padding), in sample order."""
+    was_training = teacher.training
+    teacher.eval()
+    order = sorted(range(len(samples)), key=lambda i: -len(samples[i].get("text") or ""))
+    scores = torch.empty(len(samples))
+    logits: torch.Tensor | None = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = collator([samples[i] for i in rows]).to(device)
+        out = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask, audio=batch.audio,
+                      audio_mask=batch.audio_mask, vision=batch.vision, vision_mask=batch.vision_mask)
+        index = torch.tensor(rows)
+        scores[index] = out.score.float().cpu()
+        if out.logits_7 is not None:
+            if logits is None:
+                logits = torch.empty(len(samples), out.logits_7.shape[-1])
+            logits[index] = out.logits_7.float().cpu()
+    teacher.train(was_training)
+    return scores, logits
