@@ -2,7 +2,7 @@
 
     mmsenti extract DATASET_DIR --out DIR [--workers 2] [--force] [--audio librosa_prosody|egemaps]
                     [--detect-every 5] [--max-seconds 300] [--limit N] [--no-progress] [--json]
-    mmsenti predict [CLIP] --text "..." --model MODEL.ckpt|EXPORT_DIR [--words FILE.json] [--features DIR] [--json]
+    mmsenti predict [CLIP] --text "..." --model MODEL.ckpt|EXPORT_DIR [--words FILE.json] [--features DIR] [--threads 1] [--json]
 
 Heavy imports (librosa, OpenCV, PyAV, torch) happen inside the commands, so ``mmsenti --help``
 and the other sub-commands stay fast.
@@ -48,6 +48,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--words", default=None, help="word timestamps JSON ([{word, start, end}, ...]); default: spread over the speech")
     pred.add_argument("--features", default=None, help="the extracted feature folder the model was trained on "
                       "(its CSD metadata names the extractors; default: found through the checkpoint's run config)")
+    pred.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a batch-1 forward gains little from "
+                      "more, and on a busy machine extra threads mostly wait on each other)")
     pred.add_argument("--json", action="store_true", help="print the result as JSON")
     pred.set_defaults(func=_predict)
 
@@ -82,8 +84,12 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
     from .predict import format_prediction, load_predictor
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, features=args.features)
     result = predictor.predict(args.clip, text=args.text, words=args.words)
     print(json.dumps(result, indent=1) if args.json else format_prediction(result))
