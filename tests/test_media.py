@@ -219,6 +219,23 @@ def test_no_face_masks_vision_and_reports_it(noface_video, extractors):
     assert result.transcript.words == ["nothing", "to", "see"]
 
 
+def test_truncated_file_keeps_the_decoded_part_with_a_warning(tmp_path, face_frames, extractors):
+    from mmsenti.media.extract import extract_clip
+
+    full = write_video(tmp_path / "full.mkv", face_frames * 3, fps=15, audio=vowel(3.0))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    result = extract_clip(cut, "cut short", extractors)
+    assert 0 < len(result.vision) < 45 and result.duration < 2.8
+    assert any("truncated" in w for w in result.warnings)
+
+
+def test_high_frame_rates_are_capped_at_30_hz(tmp_path, extractors):
+    frames = [np.full((96, 128), 40 + 3 * i, np.uint8) for i in range(30)]
+    feats = extractors.face.from_path(write_video(tmp_path / "f60.mp4", frames, fps=60))
+    assert len(feats) == 15 and abs(feats.rate - 30) < 0.5
+
+
 def test_expression_weights_missing_is_a_clear_error(monkeypatch, tmp_path):
     from mmsenti.media import face
 

@@ -163,7 +163,9 @@ def extract_clip(path: str | os.PathLike, text: str | None, extractors: Extracto
     ends = [f.intervals[-1, 1] for f in (audio_feats, vision_feats) if f is not None and len(f)]
     duration = float(max(ends)) if ends else float(info.duration or 0.0)
     if info.duration and extractors.max_seconds and info.duration > extractors.max_seconds:
-        warnings.append(f"clip is {info.duration:.0f} s long: only the first {extractors.max_seconds:g} s were used")
+        warnings.append(f"clip is {info.duration:.1f} s long: only the first {extractors.max_seconds:g} s were used")
+    elif info.duration and duration < info.duration - 0.5:
+        warnings.append(f"decoded {duration:.2f} s of the {info.duration:.2f} s the container declares: file truncated?")
     transcript = align_transcript(text, duration, audio_feats, timestamps)
     warnings += transcript.warnings
     timings["total"] = time.perf_counter() - started
