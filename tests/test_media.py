@@ -182,6 +182,15 @@ def test_silent_audio_is_masked_with_a_warning():
     assert any("silent" in w for w in feats.warnings)
 
 
+def test_optional_egemaps_extractor():
+    pytest.importorskip("opensmile", reason="openSMILE is optional (pip install -e '.[egemaps]', non-commercial licence)")
+    from mmsenti.media.audio import build_audio_extractor
+    from mmsenti.media.io import Audio
+
+    feats = build_audio_extractor("egemaps")(Audio(vowel(1.0), 16000, 16000, 1))
+    assert feats.features.shape == (100, 25) and feats.mask.all() and feats.spec["name"] == "egemaps"
+
+
 # ------------------------------------------------------------------------------ text
 
 

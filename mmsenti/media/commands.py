@@ -79,8 +79,26 @@ def _extract(args: argparse.Namespace) -> int:
             print(f"warning: {key}: {w}")
     for f in rep["failures"]:
         print(f"failed: {f['id']}: {f['error']}")
-    print(f"train with: python train.py experiment=mosi_fusion data=extracted data.root={args.out}")
+    print(f"train with: python train.py experiment=mosi_fusion data=extracted data.root={args.out}{_overrides(manifest)}")
     return 0
+
+
+def _overrides(manifest: dict) -> str:
+    """Hydra overrides ``data=extracted`` needs for these features (its defaults: 43-d audio, 267-d vision)."""
+    from mmsenti.data.mosi import DEFAULT_DIMS
+
+    defaults = {"audio": 43, "vision": 267}
+    parts, modalities = [], ["text"]
+    for m in ("audio", "vision"):
+        if manifest["files"].get(m) is None:  # no entry at all: the loader falls back to the SDK width
+            parts.append(f"data.{m}_dim={DEFAULT_DIMS[m]}")
+        else:
+            modalities.append(m)
+            if manifest["dims"][m] != defaults[m]:
+                parts.append(f"data.{m}_dim={manifest['dims'][m]}")
+    if len(modalities) < 3:
+        parts.append(f"model.modalities=[{','.join(modalities)}]")
+    return "".join(f" {p}" for p in parts)
 
 
 def _predict(args: argparse.Namespace) -> int:

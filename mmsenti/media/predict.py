@@ -290,7 +290,8 @@ def format_prediction(result: dict[str, Any]) -> str:
         a, v = inp.get("audio"), inp.get("vision")
         desc = [f"{inp['duration']:.2f} s"]
         if a:
-            desc.append(f"audio {a['frames']} frames x {a['dim']} @ {a['rate']:g} Hz ({100 * (a.get('voiced_fraction') or 0):.0f}% voiced)")
+            voiced = f" ({100 * a['voiced_fraction']:.0f}% voiced)" if a.get("voiced_fraction") is not None else ""
+            desc.append(f"audio {a['frames']} frames x {a['dim']} @ {a['rate']:g} Hz{voiced}")
         if v:
             desc.append(f"vision {v['frames']} frames x {v['dim']} @ {v['rate']:g} Hz (face in {100 * v.get('face_fraction', 0):.1f}%)")
         desc.append(f"{inp['words']} words ({inp['word_timing']})")
