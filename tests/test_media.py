@@ -296,14 +296,22 @@ def _dataset(root: Path, face_video: Path) -> Path:
     return root
 
 
-def test_extract_dataset_writes_csd_the_loader_reads(tmp_path, face_video):
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, face_video):
+    from mmsenti.media.extract import extract_dataset
+
+    root = tmp_path_factory.mktemp("extract")
+    ds = _dataset(root / "ds", face_video)
+    out = root / "features"
+    return ds, out, extract_dataset(ds, out, progress=False)
+
+
+def test_extract_dataset_writes_csd_the_loader_reads(extracted):
     from mmsenti.data.csd import read_csd
     from mmsenti.data.mosi import load_mosi_csd
     from mmsenti.media.extract import extract_dataset, read_extraction_specs
 
-    ds = _dataset(tmp_path / "ds", face_video)
-    out = tmp_path / "features"
-    manifest = extract_dataset(ds, out, progress=False)
+    ds, out, manifest = extracted
     rep = manifest["report"]
     assert (rep["extracted"], rep["failed"], rep["from_cache"]) == (2, 2, 0)
     assert {f["id"] for f in rep["failures"]} == {"vidC$_$1", "vidD$_$1"}
@@ -325,6 +333,15 @@ def test_extract_dataset_writes_csd_the_loader_reads(tmp_path, face_video):
 
     again = extract_dataset(ds, out, progress=False)["report"]
     assert (again["from_cache"], again["extracted"], again["failed"]) == (2, 0, 2)
+
+
+def test_extracted_files_load_in_the_cmu_sdk(extracted):
+    mmdatasdk = pytest.importorskip("mmsdk.mmdatasdk", reason="cmu-multimodal-sdk not installed")
+    _, out, _ = extracted
+    seq = mmdatasdk.computational_sequence(str(out / "CMU_MOSI_COVAREP.csd"))
+    shapes = {k: v["features"].shape for k, v in seq.data.items()}
+    assert set(shapes) == {"vidA$_$1", "vidB$_$1"} and shapes["vidB$_$1"] == (120, 43)  # 1.2 s WAV at 100 Hz
+    assert shapes["vidA$_$1"][1] == 43 and 100 <= shapes["vidA$_$1"][0] <= 105  # 1 s of AAC (+ codec padding)
 
 
 def test_cli_extract_reports_and_fails_cleanly(tmp_path, capsys):
