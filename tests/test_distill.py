@@ -317,3 +317,23 @@ def test_mosi_text_on_real_transcripts_tiny(tmp_path, small_data, shared_data):
                  tmp_path / "mosi", small_data)
     assert report["data_report"]["samples"] == {"train": 1284, "valid": 229, "test": 0}
     assert "test" not in report and report["val"]["MAE"] > 0  # the test fold is held back: valid only
+
+
+# ---------------------------------------------------------------------------- SST-2 reader
+def test_sst2_reader_labels_splits_and_errors(tmp_path):
+    from mmsenti.data.sst2 import load_sst2
+    from mmsenti.errors import MmsentiError
+
+    rows = "".join(f"sentence number {i} here\t{i % 2}\n" for i in range(50))
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\na fine film\t1\na dull one\t0\n")
+    data = load_sst2(tmp_path, train_size=20, valid_size=10, seed=3)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 20, "valid": 10, "test": 2}
+    assert (data.audio_dim, data.vision_dim) == (0, 0)
+    assert [s["label"] for s in data.splits["test"]] == [1.0, -1.0] and data.splits["test"][0]["audio"] is None
+    ids = lambda d: [s["id"] for s in d.splits["train"]]  # noqa: E731
+    assert ids(data) == ids(load_sst2(tmp_path, train_size=20, valid_size=10, seed=3))  # a pure function of the seed
+    assert not set(ids(data)) & {s["id"] for s in data.splits["valid"]}
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nbroken row\t7\n")
+    with pytest.raises(MmsentiError, match="line 2"):
+        load_sst2(tmp_path, train_size=20, valid_size=10)

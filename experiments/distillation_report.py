@@ -1,0 +1,312 @@
+"""Run the distillation experiments of issue 6 and render ``experiments/distillation.md`` from their outputs.
+
+    python experiments/distillation_report.py run [--only NAME ...]   # train/benchmark what is missing (resumable)
+    python experiments/distillation_report.py render                  # rewrite distillation.md from the run folders
+
+Every step is one command line (listed in the report next to the numbers it produced). Training
+runs write to ``logs/distillation_report/<step>/`` (``metrics.json``, checkpoints); benchmarks write
+``logs/distillation_report/<step>.json``. A step whose output exists is skipped, so an interrupted
+``run`` continues where it stopped. ``{ckpt:STEP}`` in a command is the best checkpoint of an earlier
+step. Steps run one at a time (the machines are shared 2-core CPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "logs" / "distillation_report"
+REPORT = ROOT / "experiments" / "distillation.md"
+SEEDS = (1, 2, 3)
+COMMON = ["logger=csv", "extras.print_config=false"]
+
+# ---------------------------------------------------------------------------- the steps
+# SST-2: one fixed 2,000-sentence training subset for the teacher and every student (soft targets
+# on the same sentences), 1,000 held-out train sentences for checkpoint selection, the full dev set
+# (872) for the reported accuracy.
+SST2 = ["data.source_options.train_size=2000", "++trainer.val_check_interval=1.0"]
+SST2_STUDENT = ["experiment=sst2_distill", *SST2]
+L6 = ["model/text_encoder=minilm_l6", "model.text_encoder.finetune=full", "model.encoder_lr=5e-5", "trainer.max_epochs=2"]
+L3 = ["model/text_encoder=minilm_l3", "trainer.max_epochs=2"]
+BILSTM = ["model/text_encoder=bilstm", "model.encoder_lr=2e-3", "trainer.max_epochs=3"]
+
+STEPS: list[tuple[str, list[str]]] = [
+    # MPNet-base teacher: top 2 of 12 layers fine-tuned (a full fine-tune costs ~4x more on 2 CPU cores)
+    ("sst2_teacher_mpnet", ["experiment=sst2_teacher", *SST2, "model/text_encoder=mpnet_base", "model.text_encoder.finetune=top_k",
+                            "model.text_encoder.top_k=2", "trainer.max_epochs=1"]),
+    ("sst2_l3_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L3]),
+    ("sst2_bilstm_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *BILSTM]),
+    ("sst2_l6_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6]),
+    ("bench_sst2", ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}", "--variant", "minilm_l6={ckpt:sst2_l6_kd}",
+                    "--variant", "minilm_l3={ckpt:sst2_l3_kd}", "--variant", "bilstm={ckpt:sst2_bilstm_kd}"]),
+    ("sst2_l3_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *L3]),
+    ("sst2_bilstm_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *BILSTM]),
+    ("sst2_l6_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *L6]),
+    # real CMU-MOSI transcripts (train/valid folds): the text model, then its distillation into MiniLM-L3
+    *[(f"mosi_text_s{s}", ["experiment=mosi_text", f"seed={s}"]) for s in SEEDS],
+    *[(f"mosi_real_l3_kd_s{s}", ["experiment=mosi_distill_crossmodal", "data=mosi_text", f"distill.teacher_ckpt={{ckpt:mosi_text_s{s}}}",
+                                 "model/text_encoder=minilm_l3", "task_name=mosi_real_distill", f"seed={s}"]) for s in SEEDS],
+    *[(f"mosi_real_l3_nokd_s{s}", ["experiment=mosi_distill_crossmodal", "data=mosi_text", "distill.teacher_ckpt=null",
+                                   "model/text_encoder=minilm_l3", "task_name=mosi_real_distill", f"seed={s}"]) for s in SEEDS],
+    ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_minilm_l6={ckpt:mosi_text_s1}",
+                         "--variant", "student_minilm_l3={ckpt:mosi_real_l3_kd_s1}"]),
+    # cross-modal on the project's synthetic MOSI-format set: fused teacher -> text-only student
+    ("xm_fused_teacher", ["experiment=mosi_fusion", "model.aux_7class_weight=0.5", "trainer.max_epochs=4"]),
+    *[(f"xm_kd_s{s}", ["experiment=mosi_distill_crossmodal", "distill.teacher_ckpt={ckpt:xm_fused_teacher}", "model.aux_7class=true",
+                       "trainer.max_epochs=4", f"seed={s}"]) for s in SEEDS],
+    *[(f"xm_nokd_s{s}", ["experiment=mosi_distill_crossmodal", "distill.teacher_ckpt=null", "model.aux_7class=true",
+                         "trainer.max_epochs=4", f"seed={s}"]) for s in SEEDS],
+    ("bench_crossmodal", ["--texts", "synthetic", "--variant", "fused_teacher={ckpt:xm_fused_teacher}",
+                          "--variant", "text_only_student={ckpt:xm_kd_s1}"]),
+]
+
+
+def is_bench(name: str) -> bool:
+    return name.startswith("bench_")
+
+
+def output_of(name: str) -> Path:
+    return OUT / f"{name}.json" if is_bench(name) else OUT / name / "metrics.json"
+
+
+def best_ckpt(name: str) -> str:
+    path = output_of(name)
+    if not path.is_file():
+        raise SystemExit(f"step {name} has not run yet (no {path})")
+    return json.loads(path.read_text())["best_ckpt"]
+
+
+def resolve(args: list[str]) -> list[str]:
+    out = []
+    for a in args:
+        while "{ckpt:" in a:
+            start = a.index("{ckpt:")
+            end = a.index("}", start)
+            a = a[:start] + best_ckpt(a[start + 6:end]) + a[end + 1:]
+        out.append(a)
+    return out
+
+
+def command_line(name: str, args: list[str]) -> list[str]:
+    if is_bench(name):
+        return ["benchmarks/bench_distill.py", *args, "--out", str(output_of(name).relative_to(ROOT))]
+    return ["train.py", *args, *COMMON, f"hydra.run.dir={(OUT / name).relative_to(ROOT)}"]
+
+
+def run(only: list[str] | None) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+    for name, args in STEPS:
+        if only and name not in only:
+            continue
+        if output_of(name).is_file():
+            print(f"[skip] {name}: {output_of(name).relative_to(ROOT)} exists", flush=True)
+            continue
+        cmd = [sys.executable, *command_line(name, resolve(args))]
+        print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
+        started = time.time()
+        log = OUT / f"{name}.log"
+        with log.open("w") as fh:
+            code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        print(f"[done] {name}: exit {code} in {time.time() - started:.0f} s (log {log.relative_to(ROOT)})", flush=True)
+        if code != 0:
+            raise SystemExit(f"step {name} failed; see {log}")
+
+
+# ---------------------------------------------------------------------------- rendering
+def load(name: str) -> dict | None:
+    path = output_of(name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shown(name: str) -> str:
+    """The command as a user types it (checkpoint placeholders kept symbolic)."""
+    args = dict(STEPS)[name]
+    if is_bench(name):
+        return "python " + " ".join(["benchmarks/bench_distill.py", *args])
+    return "python " + " ".join(["train.py", *args])
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def seeds_metric(prefix: str, split: str, key: str) -> list[float]:
+    values = []
+    for s in SEEDS:
+        m = load(f"{prefix}_s{s}")
+        if m and split in m:
+            values.append(float(m[split][key]))
+    return values
+
+
+def render() -> str:
+    lines = ["# Knowledge distillation and the text-only fast path (issue 6)", "",
+             "Generated by `python experiments/distillation_report.py render` from the run folders under "
+             "`logs/distillation_report/` (each written by the command shown next to its numbers; "
+             "`python experiments/distillation_report.py run` re-creates them). `{ckpt:STEP}` stands for the best "
+             "checkpoint of step STEP. Nothing below is typed in by hand.", ""]
+    lines += sst2_section() + mosi_real_section() + crossmodal_section() + commands_section()
+    return "\n".join(lines) + "\n"
+
+
+def bench_rows(bench: dict | None, accuracy: dict[str, float | None], metric: str) -> list[str]:
+    if not bench:
+        return ["(benchmark not run yet)"]
+    rows = [f"| model | {metric} | % of teacher | params (M) | size on disk (MB) | batch-1 median / p99 (ms) | "
+            "batch-1 speed-up | batch-64 (utt/s) | batch-64 speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    names = list(bench["variants"])
+    teacher_acc = accuracy.get(names[0])
+    for name in names:
+        v = bench["variants"][name]
+        acc = accuracy.get(name)
+        kept = f"{100 * acc / teacher_acc:.1f}%" if acc is not None and teacher_acc else "—"
+        rows.append(f"| {name} | {acc:.4f} | {kept} | {v['params'] / 1e6:.1f} | {v['size_mb']:.1f} | "
+                    f"{v['batch1_ms_median']:.2f} / {v['batch1_ms_p99']:.2f} | {v['speedup_batch1_vs_first']:.2f}x | "
+                    f"{v['batch64_utt_per_s']:.0f} | {v['speedup_batch64_vs_first']:.2f}x |" if acc is not None else
+                    f"| {name} | — | — | {v['params'] / 1e6:.1f} | {v['size_mb']:.1f} | {v['batch1_ms_median']:.2f} / "
+                    f"{v['batch1_ms_p99']:.2f} | {v['speedup_batch1_vs_first']:.2f}x | {v['batch64_utt_per_s']:.0f} | "
+                    f"{v['speedup_batch64_vs_first']:.2f}x |")
+    rows += ["", f"Benchmark: `{bench['command']}` — {bench['threads']} threads on {bench['cpu_count']} shared cores "
+             f"({bench['machine']}), torch {bench['versions']['torch']}, transformers {bench['versions']['transformers']}; "
+             f"{bench['rounds']['batch1']} batch-1 and {bench['rounds']['batch64']} batch-64 rounds, variants interleaved in "
+             f"random order after warm-up; {bench['num_texts']} {bench['texts']} texts, mean {bench['mean_tokens']} tokens; "
+             f"load average at the end {', '.join(f'{x:.1f}' for x in bench['load_average_at_end'])} (a shared machine: "
+             "absolute times are noisy, the interleaved ratios less so). Latency is the model's forward pass; "
+             "tokenisation and audio/vision feature extraction are not timed."]
+    return rows
+
+
+def sst2_section() -> list[str]:
+    out = ["## SST-2: MPNet-base teacher → MiniLM-L6 / MiniLM-L3 / BiLSTM students", "",
+           "Accuracy on the **full GLUE SST-2 dev set (872 sentences)** (`test/acc` of each run: the run's `test` split is "
+           "the dev set; checkpoints are selected on 1,000 sentences held out of `train.tsv`). Training subset: the same "
+           "seeded 2,000 sentences of `train.tsv` for the teacher and every student (2 shared CPU cores); one seed (42).", ""]
+    names = {"teacher_mpnet": "sst2_teacher_mpnet", "minilm_l6": "sst2_l6_kd", "minilm_l3": "sst2_l3_kd", "bilstm": "sst2_bilstm_kd"}
+    acc = {k: (load(v) or {}).get("test", {}).get("acc") for k, v in names.items()}
+    out += bench_rows(load("bench_sst2"), acc, "SST-2 dev acc")
+    out += ["", "Distillation vs the same student trained without the teacher (same data, seed, schedule):", "",
+            "| student | with teacher (KD) | without teacher | KD gain (points) |", "|---|---|---|---|"]
+    for label, kd, nokd in (("MiniLM-L6 (any HF model)", "sst2_l6_kd", "sst2_l6_nokd"),
+                            ("MiniLM-L3 (layers 0, 2, 4 of MiniLM-L6)", "sst2_l3_kd", "sst2_l3_nokd"),
+                            ("BiLSTM over MiniLM word embeddings", "sst2_bilstm_kd", "sst2_bilstm_nokd")):
+        a, b = (load(kd) or {}).get("test", {}).get("acc"), (load(nokd) or {}).get("test", {}).get("acc")
+        gain = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "—"
+        out.append(f"| {label} | {a if a is None else f'{a:.4f}'} | {b if b is None else f'{b:.4f}'} | {gain} |")
+    teacher = acc.get("teacher_mpnet")
+    bench = load("bench_sst2")
+    if teacher and bench:
+        out += ["", "Target (issue 6): a student with ≥ 98% of the teacher's SST-2 dev accuracy at ≥ 4x batch-1 speed:"]
+        for name in ("minilm_l6", "minilm_l3", "bilstm"):
+            if acc.get(name) is None or name not in bench["variants"]:
+                continue
+            kept, speed = 100 * acc[name] / teacher, bench["variants"][name]["speedup_batch1_vs_first"]
+            verdict = "**met**" if kept >= 98 and speed >= 4 else "not met"
+            out.append(f"- {name}: {kept:.1f}% of the teacher at {speed:.2f}x batch-1 speed — {verdict}")
+    return out + [""]
+
+
+def mosi_real_section() -> list[str]:
+    out = ["## Real CMU-MOSI transcripts (text only, valid fold)", "",
+           "`../shared/data/mosi/label_trainvalid.csv`: train 1,284 / valid 229 segments; the test fold is held back, "
+           "so selection and reporting are on **valid** (MMSA metric conventions). Mean ± std over seeds 1, 2, 3.", "",
+           "| model | MAE ↓ | Corr ↑ | Non0_acc_2 | Has0_acc_2 | Mult_acc_7 |", "|---|---|---|---|---|---|",
+           "| reference fine-tune in issue 6 (MiniLM-L6, mean pooling, L1, lr 5e-5, 6 epochs) | 0.841 | 0.736 | | | |"]
+    for label, prefix in (("`experiment=mosi_text` (MiniLM-L6)", "mosi_text"),
+                          ("MiniLM-L3 student distilled from it", "mosi_real_l3_kd"),
+                          ("MiniLM-L3 without the teacher", "mosi_real_l3_nokd")):
+        cells = [mean_std(seeds_metric(prefix, "val", k)) for k in ("MAE", "Corr", "Non0_acc_2", "Has0_acc_2", "Mult_acc_7")]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    mae, corr = seeds_metric("mosi_text", "val", "MAE"), seeds_metric("mosi_text", "val", "Corr")
+    if len(mae) == len(SEEDS):
+        ok = statistics.mean(mae) <= 0.80 and statistics.mean(corr) >= 0.76
+        out += ["", f"Target (valid, mean of 3 seeds): MAE ≤ 0.80 and Corr ≥ 0.76 — reached MAE {statistics.mean(mae):.4f}, "
+                f"Corr {statistics.mean(corr):.4f}: **{'met' if ok else 'not met'}**."]
+    t_corr, s_corr = seeds_metric("mosi_text", "val", "Corr"), seeds_metric("mosi_real_l3_kd", "val", "Corr")
+    t_mae, s_mae = seeds_metric("mosi_text", "val", "MAE"), seeds_metric("mosi_real_l3_kd", "val", "MAE")
+    if t_corr and s_corr and t_mae and s_mae:
+        out.append(f"Retention of the distilled MiniLM-L3: Corr {100 * statistics.mean(s_corr) / statistics.mean(t_corr):.1f}% of the "
+                   f"teacher's; MAE {statistics.mean(s_mae):.4f} vs {statistics.mean(t_mae):.4f}.")
+    out += [""]
+    bench = load("bench_mosi_real")
+    if bench:
+        corr_by = {"mosi_text_minilm_l6": statistics.mean(t_corr) if t_corr else None,
+                   "student_minilm_l3": statistics.mean(s_corr) if s_corr else None}
+        out += bench_rows(bench, corr_by, "valid Corr (mean of 3 seeds)") + [""]
+    return out
+
+
+def crossmodal_section() -> list[str]:
+    out = ["## Cross-modal distillation: fused text+audio+vision teacher → text-only student", "",
+           "The project's synthetic CMU-MOSI-format set (`data=synthetic_mosi`, 2,199 segments, standard folds; the label "
+           "depends on text, audio and vision). Teacher: `experiment=mosi_fusion` with a 7-class head. Students: the "
+           "text-only fast path (MiniLM-L6, top-2 layers fine-tuned, mean pooling) — the same student and schedule "
+           "with and without the teacher, seeds 1, 2, 3. The student sees only text at train and test time. "
+           "Test-split metrics (mean ± std):", "",
+           "| model | inputs | test MAE ↓ | test Corr ↑ | test Non0_acc_2 | test Mult_acc_7 |", "|---|---|---|---|---|---|"]
+    teacher = load("xm_fused_teacher")
+    if teacher:
+        t = teacher["test"]
+        out.append(f"| fused teacher (`mosi_fusion`) | text+audio+vision | {t['MAE']:.4f} | {t['Corr']:.4f} | {t['Non0_acc_2']:.4f} | {t['Mult_acc_7']:.4f} |")
+    for label, prefix in (("text-only student, distilled", "xm_kd"), ("text-only student, no teacher", "xm_nokd")):
+        cells = [mean_std(seeds_metric(prefix, "test", k)) for k in ("MAE", "Corr", "Non0_acc_2", "Mult_acc_7")]
+        out.append(f"| {label} | text | " + " | ".join(cells) + " |")
+    kd, nokd = seeds_metric("xm_kd", "test", "MAE"), seeds_metric("xm_nokd", "test", "MAE")
+    kdc, nokdc = seeds_metric("xm_kd", "test", "Corr"), seeds_metric("xm_nokd", "test", "Corr")
+    if len(kd) == len(nokd) == len(SEEDS):
+        better = statistics.mean(kd) < statistics.mean(nokd) and statistics.mean(kdc) > statistics.mean(nokdc)
+        wins = sum(a < b for a, b in zip(kd, nokd))
+        out += ["", f"Target: the distilled text-only student beats the no-teacher one (mean of 3 seeds): MAE "
+                f"{statistics.mean(kd):.4f} vs {statistics.mean(nokd):.4f}, Corr {statistics.mean(kdc):.4f} vs "
+                f"{statistics.mean(nokdc):.4f} (lower MAE in {wins} of 3 paired seeds): **{'met' if better else 'not met'}**."]
+    bench = load("bench_crossmodal")
+    if bench:
+        out += ["", "Speed of the fast path vs the fused teacher (accuracy column: test Corr):", ""]
+        acc = {"fused_teacher": teacher["test"]["Corr"] if teacher else None,
+               "text_only_student": statistics.mean(kdc) if kdc else None}
+        out += bench_rows(bench, acc, "test Corr")
+    return out + [""]
+
+
+def commands_section() -> list[str]:
+    out = ["## Commands", "", "Each step, in the order `run` executes it (outputs in `logs/distillation_report/<step>/`):", ""]
+    for name, _ in STEPS:
+        m = load(name)
+        seconds = f" — {m['train_seconds']:.0f} s training" if m and "train_seconds" in m else ""
+        status = "" if m else " — *not run*"
+        out.append(f"- `{name}`{seconds}{status}: `{shown(name)}`")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--only", nargs="*")
+    sub.add_parser("render")
+    sub.add_parser("list")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.only)
+        REPORT.write_text(render())
+    elif args.cmd == "render":
+        REPORT.write_text(render())
+        print(f"wrote {REPORT}")
+    else:
+        for name, _ in STEPS:
+            print(f"{name}: {shown(name)}")
+
+
+if __name__ == "__main__":
+    main()
