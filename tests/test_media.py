@@ -394,6 +394,23 @@ def test_predict_clip_and_text_only(tiny_checkpoint, face_video, capsys):
     assert main(["predict", "--text", "x", "--model", str(tiny_checkpoint.with_name("nope.ckpt"))]) == 2
 
 
+def test_predict_checks_feature_widths_only_for_clips(tmp_path, face_video):
+    import torch
+
+    from mmsenti.media.predict import load_predictor
+    from mmsenti.models import SentimentModel, SentimentModelConfig
+
+    hp = dict(modalities=["text", "audio"], text_encoder={"pretrained": "minilm_l6", "finetune": "frozen"},
+              audio_encoder={"name": "lstm", "input_dim": 74, "d_model": 8}, fusion={"name": "late", "d_model": 8})
+    model = SentimentModel(SentimentModelConfig.from_dict(hp))  # COVAREP-width audio (e.g. trained on synthetic MOSI)
+    path = tmp_path / "covarep.ckpt"
+    torch.save({"hyper_parameters": hp, "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}}, path)
+    predictor = load_predictor(path)
+    assert -3 <= predictor.predict(None, text="fine")["score"] <= 3
+    with pytest.raises(MmsentiError, match="74-d audio"):
+        predictor.predict(face_video, text="fine")
+
+
 @needs_real
 def test_predict_on_the_real_clip(tiny_checkpoint):
     from mmsenti.media.predict import load_predictor

@@ -134,10 +134,11 @@ class CheckpointPredictor:
         dims = model.frame_dims
         self.clip_features = _ClipFeatures(specs, data, self.modalities)
         want = self.clip_features.dims()
-        for m, d in dims.items():
-            if d != want[m]:
-                raise MmsentiError(f"the model takes {d}-d {m} features but the extractor ({(specs or {}).get(m, {}).get('name', 'default')}) "
-                                   f"gives {want[m]}-d; pass --features <the folder the model was trained on>")
+        # checked when a clip is given: text-only prediction works whatever features the model was trained on
+        self.feature_mismatch = next((
+            f"the model takes {d}-d {m} features but the extractor ({(specs or {}).get(m, {}).get('name', 'default')}) gives "
+            f"{want[m]}-d; pass --features <the folder the model was trained on>, or predict from text alone"
+            for m, d in dims.items() if d != want[m]), None)
         self.collator = SentimentCollator(tokenizer, dims.get("audio", want["audio"]), dims.get("vision", want["vision"]),
                                           int(data.get("max_text_len") or 64), data.get("max_frames"))
         self._torch = torch
@@ -215,6 +216,8 @@ class CheckpointPredictor:
                           contributions={}, text_only=round(score, 4), warnings=[],
                           timings_ms={"model": round(1000 * (time.perf_counter() - t), 2)})
             return result
+        if self.feature_mismatch:
+            raise MmsentiError(self.feature_mismatch)
         t = time.perf_counter()
         _ = self.clip_features.extractors  # built once per predictor (CNN weights, cascade)
         load_s = time.perf_counter() - t
