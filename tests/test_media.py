@@ -418,3 +418,50 @@ def test_predict_on_the_real_clip(tiny_checkpoint):
     res = load_predictor(tiny_checkpoint).predict(REAL_MP4, text=REAL_TEXT)
     assert -3 <= res["score"] <= 3 and np.isfinite(res["text_only"])
     assert res["input"]["words"] == 16 and res["input"]["vision"]["face_fraction"] > 0.9
+
+
+class _StubEngine:
+    """Stands in for mmsenti.export.predictor.Predictor: score = 0.1 * (number of frame rows given)."""
+
+    manifest = {"format": "onnx", "variant": "fused", "precision": "fp32"}
+    modalities = ["text", "audio", "vision"]
+    frame_modalities = ["audio", "vision"]
+    feature_dims = {"audio": 43, "vision": 267}
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, texts, audio=None, vision=None):
+        self.calls.append((list(texts), audio, vision))
+        rows = [sum(0 if x is None else len(x) for x in (a, v)) for a, v in zip(audio, vision)]
+        return {"score": np.array([0.1 * r for r in rows], np.float32)}
+
+
+def test_export_predictor_feeds_the_engine_per_word_rows(face_video):
+    from mmsenti.media.predict import ExportPredictor
+
+    engine = _StubEngine()
+    predictor = ExportPredictor(engine, None, {"mode": "aligned"}, {"model": "stub", "extractor_settings": "defaults",
+                                                                    "data_mode": "aligned"})
+    res = predictor.predict(face_video, text="i really liked it")
+    texts, audio, vision = engine.calls[-1]
+    assert texts == ["i really liked it"] * 4  # all, without audio, without vision, text only
+    assert audio[0].shape == (4, 43) and vision[0].shape == (4, 267) and audio[1] is None and vision[2] is None
+    assert res["contributions"] == pytest.approx({"audio": 0.4, "vision": 0.4}, abs=1e-4)
+    assert res["score"] == pytest.approx(0.8, abs=1e-4) and res["text_only"] == 0
+
+
+@pytest.mark.slow
+def test_predict_with_an_exported_engine(tiny_checkpoint, face_video, extracted, tmp_path, capsys):
+    pytest.importorskip("mmsenti.export.pipeline", reason="mmsenti.export is not part of this installation")
+    from mmsenti.cli import main
+
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_checkpoint), "--out", str(out), "--no-data"]) == 0
+    capsys.readouterr()
+    _, features, _ = extracted
+    assert main(["predict", str(face_video), "--text", "i really liked it", "--model", str(out),
+                 "--features", str(features), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert -3 <= res["score"] <= 3 and set(res["contributions"]) == {"audio", "vision"}
+    assert res["model"]["kind"].startswith("export")

@@ -48,7 +48,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--words", default=None, help="word timestamps JSON ([{word, start, end}, ...]); default: spread over the speech")
     pred.add_argument("--features", default=None, help="the extracted feature folder the model was trained on "
                       "(its CSD metadata names the extractors; default: found through the checkpoint's run config)")
-    pred.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a batch-1 forward gains little from "
+    pred.add_argument("--threads", type=int, default=1, help="engine/torch threads (default 1: a batch-1 forward gains little from "
                       "more, and on a busy machine extra threads mostly wait on each other)")
     pred.add_argument("--json", action="store_true", help="print the result as JSON")
     pred.set_defaults(func=_predict)
@@ -102,13 +102,9 @@ def _overrides(manifest: dict) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import torch
-
     from .predict import format_prediction, load_predictor
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model, features=args.features)
+    predictor = load_predictor(args.model, features=args.features, threads=args.threads if args.threads > 0 else None)
     result = predictor.predict(args.clip, text=args.text, words=args.words)
     print(json.dumps(result, indent=1) if args.json else format_prediction(result))
     return 0

@@ -4,8 +4,9 @@ Model sources:
 
 * a **Lightning checkpoint** (``.ckpt``, what ``train.py`` writes): the model is rebuilt from the
   checkpoint's hyper-parameters and its ``net.*`` weights (loaded with ``weights_only=True``);
-* an **export folder** (``mmsenti.export``): used through ``mmsenti.export.runtime.Predictor`` when
-  that API is present in this installation, else a clear error.
+* an **export folder** (``mmsenti export``: ``manifest.json`` + engine + tokenizer): run through
+  ``mmsenti.export.predictor.Predictor`` (ONNX Runtime / TensorRT, no torch for the text-only path);
+  the manifest's ``data`` gives mode / max_text_len / max_frames and the feature folder.
 
 Which extractors and settings (they must be the ones the training features came from):
 
@@ -38,7 +39,7 @@ import numpy as np
 
 from mmsenti.errors import MmsentiError
 
-__all__ = ["CheckpointPredictor", "format_prediction", "load_predictor", "polarity"]
+__all__ = ["CheckpointPredictor", "ExportPredictor", "format_prediction", "load_predictor", "polarity"]
 
 SENTIMENT_CLASSES = {-3: "strongly negative", -2: "negative", -1: "weakly negative", 0: "neutral",
                      1: "weakly positive", 2: "positive", 3: "strongly positive"}
@@ -51,19 +52,25 @@ def polarity(score: float) -> dict[str, Any]:
     return {"polarity": label, "class_7": cls, "class_7_name": SENTIMENT_CLASSES[cls]}
 
 
-def load_predictor(model: str | os.PathLike, features: str | os.PathLike | None = None):
-    """A predictor for a checkpoint file or an export folder (see the module docstring)."""
+def load_predictor(model: str | os.PathLike, features: str | os.PathLike | None = None, threads: int | None = None):
+    """A predictor for a checkpoint file or an export folder (see the module docstring).
+
+    ``threads``: intra-op threads of the engine (an export) or of torch (a checkpoint; this sets
+    torch's process-wide setting); ``None`` leaves the libraries' defaults.
+    """
     path = Path(model)
     if not path.exists():
         raise MmsentiError(f"--model {path}: no such file or folder")
     if path.is_dir():
         try:
-            from mmsenti.export import runtime
+            import mmsenti.export.predictor  # noqa: F401
         except ImportError as err:
-            raise MmsentiError(f"{path}: export folders need mmsenti.export (not installed here); pass a .ckpt") from err
-        if not hasattr(runtime, "Predictor"):
-            raise MmsentiError(f"{path}: this installation's mmsenti.export has no Predictor yet; pass the .ckpt it was exported from")
-        return ExportPredictor(runtime.Predictor.load(path), features)
+            raise MmsentiError(f"{path}: export folders need mmsenti.export (not in this installation); pass a .ckpt") from err
+        return ExportPredictor.load(path, features=features, threads=threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return CheckpointPredictor.load(path, features=features)
 
 
@@ -118,7 +125,83 @@ class _ClipFeatures:
         return sample, info
 
 
-class CheckpointPredictor:
+class _Predictor:
+    """What both model sources share: feature checks, the variants batch, the result dict."""
+
+    modalities: list[str]
+    source: dict[str, Any]
+    clip_features: _ClipFeatures
+    feature_mismatch: str | None = None
+
+    def _setup_features(self, specs: dict[str, Any] | None, data: dict[str, Any], dims: dict[str, int]) -> None:
+        self.data = data
+        self.clip_features = _ClipFeatures(specs, data, self.modalities)
+        want = self.clip_features.dims()
+        # checked when a clip is given: text-only prediction works whatever features the model was trained on
+        self.feature_mismatch = next((
+            f"the model takes {d}-d {m} features but the extractor ({(specs or {}).get(m, {}).get('name', 'default')}) gives "
+            f"{want[m]}-d; pass --features <the folder the model was trained on>, or predict from text alone"
+            for m, d in dims.items() if d != want[m]), None)
+
+    def _scores(self, samples: list[dict]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_text(self, text: str) -> float:
+        """Text-only fast path: one forward pass, no media libraries touched."""
+        from .text import tokenize
+
+        return float(self._scores([{"id": "text", "text": " ".join(tokenize(text)), "audio": None, "vision": None, "label": 0.0}])[0])
+
+    def predict(self, clip: str | os.PathLike | None = None, text: str | None = None,
+                words: str | os.PathLike | None = None) -> dict[str, Any]:
+        from .text import tokenize
+
+        if clip is None and not tokenize(text):
+            raise MmsentiError("nothing to predict: give a clip and/or a non-empty --text")
+        result: dict[str, Any] = {"model": self.source, "modalities": self.modalities}
+        if clip is None:
+            t = time.perf_counter()
+            score = self.predict_text(text or "")
+            result.update(score=round(score, 4), **polarity(score), input={"text": " ".join(tokenize(text))},
+                          contributions={}, text_only=round(score, 4), warnings=[],
+                          timings_ms={"model": round(1000 * (time.perf_counter() - t), 2)})
+            return result
+        if self.feature_mismatch:
+            raise MmsentiError(self.feature_mismatch)
+        t = time.perf_counter()
+        _ = self.clip_features.extractors  # built once per predictor (CNN weights, cascade)
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        sample, info = self.clip_features.sample(clip, text, words)
+        extract_s = time.perf_counter() - t
+        warnings = list(info.get("warnings", []))
+        if not sample["text"]:
+            warnings.append("empty transcript: the model sees no words (pass --text)")
+        variants = [sample]
+        names = ["all"]
+        for m in ("audio", "vision"):
+            if m in self.modalities and sample.get(m) is not None:
+                variants.append({**sample, m: None})
+                names.append(f"without_{m}")
+        variants.append({**sample, "audio": None, "vision": None})
+        names.append("text_only")
+        t = time.perf_counter()
+        scores = dict(zip(names, (float(s) for s in self._scores(variants))))
+        model_ms = 1000 * (time.perf_counter() - t)
+        score = scores["all"]
+        contributions = {m: round(score - scores[f"without_{m}"], 4) for m in ("audio", "vision") if f"without_{m}" in scores}
+        used = {m: sample.get(m) is not None for m in ("audio", "vision") if m in self.modalities}
+        result.update(
+            score=round(score, 4), **polarity(score), contributions=contributions, text_only=round(scores["text_only"], 4),
+            input={"clip": str(clip), "text": sample["text"], "modality_present": used, **{k: info[k] for k in ("duration", "words", "word_timing", "audio", "vision")}},
+            warnings=warnings,
+            timings_ms={"extractor_load": round(1000 * load_s, 1), "extraction": round(1000 * extract_s, 1),
+                        "model": round(model_ms, 2)},
+        )
+        return result
+
+
+class CheckpointPredictor(_Predictor):
     """A :class:`~mmsenti.models.SentimentModel` rebuilt from a Lightning checkpoint."""
 
     def __init__(self, model, tokenizer, data: dict[str, Any], specs: dict[str, Any] | None, source: dict[str, Any]):
@@ -128,17 +211,11 @@ class CheckpointPredictor:
 
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.data = data
         self.source = source
         self.modalities = list(model.modalities)
         dims = model.frame_dims
-        self.clip_features = _ClipFeatures(specs, data, self.modalities)
+        self._setup_features(specs, data, dims)
         want = self.clip_features.dims()
-        # checked when a clip is given: text-only prediction works whatever features the model was trained on
-        self.feature_mismatch = next((
-            f"the model takes {d}-d {m} features but the extractor ({(specs or {}).get(m, {}).get('name', 'default')}) gives "
-            f"{want[m]}-d; pass --features <the folder the model was trained on>, or predict from text alone"
-            for m, d in dims.items() if d != want[m]), None)
         self.collator = SentimentCollator(tokenizer, dims.get("audio", want["audio"]), dims.get("vision", want["vision"]),
                                           int(data.get("max_text_len") or 64), data.get("max_frames"))
         self._torch = torch
@@ -196,70 +273,51 @@ class CheckpointPredictor:
                              vision=batch.vision if "vision" in self.modalities else None, vision_mask=batch.vision_mask)
         return out.score.float().numpy()
 
-    def predict_text(self, text: str) -> float:
-        """Text-only fast path: one forward pass, no media libraries touched."""
-        from .text import tokenize
 
-        return float(self._scores([{"id": "text", "text": " ".join(tokenize(text)), "audio": None, "vision": None, "label": 0.0}])[0])
+class ExportPredictor(_Predictor):
+    """An exported engine (``mmsenti.export.predictor.Predictor``: ONNX Runtime or TensorRT, torch-free).
 
-    def predict(self, clip: str | os.PathLike | None = None, text: str | None = None,
-                words: str | os.PathLike | None = None) -> dict[str, Any]:
-        from .text import tokenize
+    Data settings come from the manifest's ``data`` (mode, max_text_len, max_frames, location);
+    extractor settings from the manifest's ``extractors`` when present, else from the CSD metadata
+    of ``--features`` or of the manifest's ``data.location`` (the folder the model was trained on).
+    """
 
-        if clip is None and not tokenize(text):
-            raise MmsentiError("nothing to predict: give a clip and/or a non-empty --text")
-        result: dict[str, Any] = {"model": self.source, "modalities": self.modalities}
-        if clip is None:
-            t = time.perf_counter()
-            score = self.predict_text(text or "")
-            result.update(score=round(score, 4), **polarity(score), input={"text": " ".join(tokenize(text))},
-                          contributions={}, text_only=round(score, 4), warnings=[],
-                          timings_ms={"model": round(1000 * (time.perf_counter() - t), 2)})
-            return result
-        if self.feature_mismatch:
-            raise MmsentiError(self.feature_mismatch)
-        t = time.perf_counter()
-        _ = self.clip_features.extractors  # built once per predictor (CNN weights, cascade)
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        sample, info = self.clip_features.sample(clip, text, words)
-        extract_s = time.perf_counter() - t
-        warnings = list(info.get("warnings", []))
-        if not sample["text"]:
-            warnings.append("empty transcript: the model sees no words (pass --text)")
-        variants = [sample]
-        names = ["all"]
-        for m in ("audio", "vision"):
-            if m in self.modalities and sample.get(m) is not None:
-                variants.append({**sample, m: None})
-                names.append(f"without_{m}")
-        variants.append({**sample, "audio": None, "vision": None})
-        names.append("text_only")
-        t = time.perf_counter()
-        scores = dict(zip(names, (float(s) for s in self._scores(variants))))
-        model_ms = 1000 * (time.perf_counter() - t)
-        score = scores["all"]
-        contributions = {m: round(score - scores[f"without_{m}"], 4) for m in ("audio", "vision") if f"without_{m}" in scores}
-        used = {m: sample.get(m) is not None for m in ("audio", "vision") if m in self.modalities}
-        result.update(
-            score=round(score, 4), **polarity(score), contributions=contributions, text_only=round(scores["text_only"], 4),
-            input={"clip": str(clip), "text": sample["text"], "modality_present": used, **{k: info[k] for k in ("duration", "words", "word_timing", "audio", "vision")}},
-            warnings=warnings,
-            timings_ms={"extractor_load": round(1000 * load_s, 1), "extraction": round(1000 * extract_s, 1),
-                        "model": round(model_ms, 2)},
-        )
-        return result
+    def __init__(self, engine, specs: dict[str, Any] | None, data: dict[str, Any], source: dict[str, Any]):
+        self.engine = engine
+        self.source = source
+        self.modalities = list(engine.modalities)
+        self.frame_modalities = list(engine.frame_modalities)
+        self._setup_features(specs, data, {m: engine.feature_dims[m] for m in self.frame_modalities})
 
+    @classmethod
+    def load(cls, folder: str | os.PathLike, features: str | os.PathLike | None = None,
+             threads: int | None = None) -> "ExportPredictor":
+        from mmsenti.export.predictor import Predictor
 
-class ExportPredictor:  # pragma: no cover - depends on mmsenti.export.runtime.Predictor, not present yet
-    """Adapter for an exported engine (``mmsenti.export.runtime.Predictor``)."""
+        from .extract import read_extraction_specs
 
-    def __init__(self, predictor, features):
-        self.predictor = predictor
-        self.features = features
+        folder = Path(folder)
+        engine = Predictor.load(folder, threads=threads or 1)
+        manifest = engine.manifest
+        data = {k: v for k, v in (manifest.get("data") or {}).items() if v is not None}
+        specs = manifest.get("extractors")
+        origin = "the manifest"
+        if not specs:
+            root = Path(features) if features else (Path(data["location"]) if data.get("location") else None)
+            specs = read_extraction_specs(root) if root is not None and root.is_dir() else None
+            origin = f"the CSD metadata in {root}" if specs else "defaults (no feature folder found)"
+            if features and specs is None:
+                raise MmsentiError(f"--features {features}: no extracted CSD files with extractor metadata there")
+        source = {"model": str(folder), "kind": f"export ({manifest.get('format')} {manifest.get('variant')} {manifest.get('precision')})",
+                  "extractor_settings": origin, "data_mode": data.get("mode", "aligned")}
+        predictor = cls(engine, specs, data, source)
+        predictor.predict_text("warm up")
+        return predictor
 
-    def predict(self, clip=None, text=None, words=None):
-        raise MmsentiError("export-folder prediction is not wired up yet: pass the .ckpt the export was made from")
+    def _scores(self, samples: list[dict]) -> np.ndarray:
+        frames = {m: [s.get(m) for s in samples] for m in self.frame_modalities}
+        out = self.engine.predict([s["text"] or "" for s in samples], audio=frames.get("audio"), vision=frames.get("vision"))
+        return np.asarray(out["score"], dtype=np.float32)
 
 
 def _run_data_config(ckpt: Path) -> tuple[dict[str, Any], str | None]:
