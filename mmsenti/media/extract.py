@@ -82,12 +82,13 @@ class Extractors:
 
     @classmethod
     def build(cls, audio: str | dict = "librosa_prosody", face: str | dict | None = "face_expression",
-              max_seconds: float = DEFAULT_MAX_SECONDS) -> "Extractors":
+              max_seconds: float = DEFAULT_MAX_SECONDS, warm_up: bool = True) -> "Extractors":
         from .audio import build_audio_extractor
         from .face import build_face_extractor
 
         built = cls(build_audio_extractor(audio), build_face_extractor(face) if face is not None else None, max_seconds)
-        built.warm_up()
+        if warm_up:
+            built.warm_up()
         return built
 
     def warm_up(self) -> None:
@@ -341,7 +342,7 @@ def extract_dataset(
     if not rows:
         raise MmsentiError(f"{dataset_dir / 'label.csv'}: no rows")
     started = time.perf_counter()
-    local = Extractors.build(audio, face, max_seconds)  # fails early (missing weights...) and gives the specs
+    local = Extractors.build(audio, face, max_seconds, warm_up=False)  # fails early (missing weights...), gives the specs
     specs = local.specs()
     cache_dir = out / ".cache" / "clips"
     raw = dataset_dir / "Raw"
@@ -377,6 +378,8 @@ def extract_dataset(
                 bar.set_postfix(failed=sum(not x["ok"] for x in results.values()))
     else:
         global _WORKER
+        if todo:
+            local.warm_up()
         _WORKER = local
         for task in todo:
             r = _run_task(task)
