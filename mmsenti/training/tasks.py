@@ -188,6 +188,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "data_report": getattr(datamodule, "report", {}),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if trainer.is_global_zero and (cfg.get("compression") or cfg.get("export")):  # sparsity report; export the best checkpoint
+        from mmsenti.export.hooks import after_training
+
+        summary.update(after_training(cfg, model, datamodule, output_dir, eval_ckpt))
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", summary)
         if metrics:

@@ -1,0 +1,367 @@
+"""Structured pruning: whole FFN neurons and attention heads, removed so dense kernels get faster.
+
+Two stages, so that training and checkpoints never see a changed architecture:
+
+1. **masking** (while fine-tuning): the least important units are zeroed in place — an FFN neuron
+   is its row (and bias) of the up-projection and its column of the down-projection; an attention
+   head is its rows of query/key/value (and biases) and its columns of the output projection.
+   :class:`StructuredPruning` re-applies the masks after every optimiser step, on a schedule that
+   prunes a growing fraction (iterative prune → fine-tune). Checkpoints keep the original shapes,
+   so they load into the unchanged model.
+2. **shrinking** (before export): :func:`shrink` drops every unit whose up-projection row / value
+   rows are exactly zero. The function computed is unchanged (GELU(0) = ReLU(0) = 0, and a head
+   with zero values contributes zero), the matrices are physically smaller.
+
+Covered: the HF text encoder (BERT-style ``intermediate``/``output`` FFN and self-attention
+heads), the MulT cross-modal blocks' FFNs and every ``nn.TransformerEncoderLayer`` FFN (fusion
+self-attention, frame encoders). ``nn.MultiheadAttention`` heads are not pruned: its packed
+projection ties the head count to the model width.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from mmsenti.errors import MmsentiError
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("text_encoder", "fusion", "frame_encoders")
+
+
+@dataclass
+class FFNUnit:
+    """An up-projection, its activation, and the down-projection reading its neurons."""
+
+    name: str
+    parent: nn.Module
+    up_attr: str  # attribute path from parent, e.g. "intermediate.dense" or "linear1" or "ff.0"
+    down_attr: str
+
+    @property
+    def up(self) -> nn.Linear:
+        return _get(self.parent, self.up_attr)
+
+    @property
+    def down(self) -> nn.Linear:
+        return _get(self.parent, self.down_attr)
+
+    @property
+    def size(self) -> int:
+        return self.up.out_features
+
+
+@dataclass
+class HeadUnit:
+    """The self-attention heads of one HF (BERT-style) layer."""
+
+    name: str
+    attention: nn.Module  # BertAttention-like: .self.{query,key,value}, .output.dense
+
+    @property
+    def head_size(self) -> int:
+        return int(self.attention.self.attention_head_size)
+
+    @property
+    def size(self) -> int:
+        return self.attention.self.value.out_features // self.head_size
+
+
+def _get(obj: nn.Module, path: str) -> Any:
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+def _set(obj: nn.Module, path: str, value: nn.Module) -> None:
+    *head, last = path.split(".")
+    parent = _get(obj, ".".join(head)) if head else obj
+    if last.isdigit():
+        parent[int(last)] = value
+    else:
+        setattr(parent, last, value)
+
+
+def _in_scope(name: str, scope: tuple[str, ...] | list[str]) -> bool:
+    return any(name == s or name.startswith(s + ".") or f".{s}." in f".{name}." for s in scope)
+
+
+def find_units(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOPES) -> tuple[list[FFNUnit], list[HeadUnit]]:
+    """Every prunable FFN and head group inside ``model`` (a SentimentModel or a module holding one)."""
+    ffn: list[FFNUnit] = []
+    heads: list[HeadUnit] = []
+    for name, module in model.named_modules():
+        if not _in_scope(name, scope):
+            continue
+        if hasattr(module, "intermediate") and hasattr(module, "output") and hasattr(module, "attention"):
+            if isinstance(getattr(module.intermediate, "dense", None), nn.Linear):  # an HF BERT-style layer
+                ffn.append(FFNUnit(f"{name}.ffn", module, "intermediate.dense", "output.dense"))
+                att = module.attention
+                if all(hasattr(att.self, k) for k in ("query", "key", "value", "attention_head_size")):
+                    heads.append(HeadUnit(f"{name}.heads", att))
+        elif isinstance(module, nn.TransformerEncoderLayer):
+            ffn.append(FFNUnit(f"{name}.ffn", module, "linear1", "linear2"))
+        elif isinstance(getattr(module, "ff", None), nn.Sequential) and len(module.ff) == 4 \
+                and isinstance(module.ff[0], nn.Linear) and isinstance(module.ff[3], nn.Linear):  # CrossModalBlock
+            ffn.append(FFNUnit(f"{name}.ffn", module, "ff.0", "ff.3"))
+    return ffn, heads
+
+
+# ----------------------------------------------------------------------------- importance and masks
+@torch.no_grad()
+def ffn_importance(unit: FFNUnit) -> torch.Tensor:
+    """Magnitude of each neuron: ||row of W_up|| * ||column of W_down|| (data-free)."""
+    up, down = unit.up, unit.down
+    rows = torch.linalg.vector_norm(torch.cat([up.weight, up.bias[:, None]], 1) if up.bias is not None else up.weight, dim=1)
+    return rows * torch.linalg.vector_norm(down.weight, dim=0)
+
+
+@torch.no_grad()
+def head_importance(unit: HeadUnit) -> torch.Tensor:
+    """Magnitude of each head: ||its value rows|| * ||its output columns|| + ||query/key rows||² terms."""
+    s, out = unit.attention.self, unit.attention.output.dense
+    hs, n = unit.head_size, unit.size
+
+    def per_head(w: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(w.reshape(n, hs, -1), dim=(1, 2))
+
+    value = per_head(s.value.weight) * torch.linalg.vector_norm(out.weight.reshape(out.out_features, n, hs), dim=(0, 2))
+    return value * (per_head(s.query.weight) * per_head(s.key.weight)).sqrt()
+
+
+def keep_mask(scores: torch.Tensor, amount: float, multiple_of: int = 1) -> torch.Tensor:
+    """True for units kept: drop the ``amount`` fraction with the lowest scores (at least one kept)."""
+    n = scores.numel()
+    keep = max(1, n - int(round(amount * n)))
+    if multiple_of > 1 and keep > multiple_of:
+        keep = int(round(keep / multiple_of)) * multiple_of
+    mask = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    mask[torch.argsort(scores, descending=True, stable=True)[:keep]] = True
+    return mask
+
+
+@torch.no_grad()
+def zero_ffn(unit: FFNUnit, keep: torch.Tensor) -> None:
+    drop = ~keep.to(unit.up.weight.device)
+    unit.up.weight[drop] = 0
+    if unit.up.bias is not None:
+        unit.up.bias[drop] = 0
+    unit.down.weight[:, drop] = 0
+
+
+@torch.no_grad()
+def zero_heads(unit: HeadUnit, keep: torch.Tensor) -> None:
+    s, out = unit.attention.self, unit.attention.output.dense
+    rows = (~keep).repeat_interleave(unit.head_size).to(s.value.weight.device)
+    for lin in (s.query, s.key, s.value):
+        lin.weight[rows] = 0
+        if lin.bias is not None:
+            lin.bias[rows] = 0
+    out.weight[:, rows] = 0
+
+
+def compute_masks(model: nn.Module, ffn_amount: float = 0.0, head_amount: float = 0.0,
+                  scope: tuple[str, ...] | list[str] = SCOPES, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Keep-masks per unit name; zeroed units score 0, so masks only ever grow sparser."""
+    ffn, heads = find_units(model, scope)
+    masks = {}
+    if ffn_amount > 0:
+        masks.update({u.name: keep_mask(ffn_importance(u), ffn_amount, multiple_of) for u in ffn})
+    if head_amount > 0:
+        masks.update({u.name: keep_mask(head_importance(u), head_amount) for u in heads})
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], scope: tuple[str, ...] | list[str] = SCOPES) -> None:
+    ffn, heads = find_units(model, scope)
+    for u in ffn:
+        if u.name in masks:
+            zero_ffn(u, masks[u.name])
+    for u in heads:
+        if u.name in masks:
+            zero_heads(u, masks[u.name])
+
+
+def prune_structured(model: nn.Module, ffn_amount: float = 0.0, head_amount: float = 0.0,
+                     scope: tuple[str, ...] | list[str] = SCOPES, multiple_of: int = 1, shrink_now: bool = True) -> dict[str, Any]:
+    """One-shot: mask the least important units, then (by default) physically remove them."""
+    masks = compute_masks(model, ffn_amount, head_amount, scope, multiple_of)
+    apply_masks(model, masks, scope)
+    return shrink(model, scope) if shrink_now else structure_report(model, scope)
+
+
+# ----------------------------------------------------------------------------- shrinking
+def _new_linear(old: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    w = old.weight.data
+    if rows is not None:
+        w = w[rows]
+    if cols is not None:
+        w = w[:, cols]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=old.bias is not None, device=w.device, dtype=w.dtype)
+    new.weight.data.copy_(w)
+    if old.bias is not None:
+        new.bias.data.copy_(old.bias.data[rows] if rows is not None else old.bias.data)
+    new.weight.requires_grad_(old.weight.requires_grad)
+    if old.bias is not None:
+        new.bias.requires_grad_(old.bias.requires_grad)
+    new.train(old.training)
+    return new
+
+
+def _dead_neurons(unit: FFNUnit) -> torch.Tensor:
+    """Neurons whose up-projection row and bias are exactly zero (their output is act(0) = 0)."""
+    up = unit.up
+    alive = up.weight.detach().ne(0).any(dim=1)
+    if up.bias is not None:
+        alive |= up.bias.detach().ne(0)
+    return ~alive
+
+
+def _dead_heads(unit: HeadUnit) -> torch.Tensor:
+    """Heads whose value rows and biases are exactly zero (they add nothing to the output)."""
+    v = unit.attention.self.value
+    alive = v.weight.detach().reshape(unit.size, unit.head_size, -1).ne(0).flatten(1).any(dim=1)
+    if v.bias is not None:
+        alive |= v.bias.detach().reshape(unit.size, unit.head_size).ne(0).any(dim=1)
+    return ~alive
+
+
+def _keep(dead: torch.Tensor) -> torch.Tensor:
+    keep = ~dead
+    if not keep.any():
+        keep[0] = True  # keep one (zero) unit: a 0-wide matrix is not a valid layer
+    return keep
+
+
+def _set_heads(unit: HeadUnit, keep_rows: torch.Tensor) -> None:
+    s, att = unit.attention.self, unit.attention
+    for name in ("query", "key", "value"):
+        setattr(s, name, _new_linear(getattr(s, name), rows=keep_rows))
+    att.output.dense = _new_linear(att.output.dense, cols=keep_rows)
+    n_heads = int(keep_rows.sum()) // unit.head_size
+    s.num_attention_heads = n_heads
+    s.all_head_size = n_heads * unit.head_size
+
+
+@torch.no_grad()
+def shrink(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOPES) -> dict[str, Any]:
+    """Physically remove zeroed FFN neurons and heads. Returns the structure report (before/after)."""
+    before = structure_report(model, scope)
+    ffn, heads = find_units(model, scope)
+    for u in ffn:
+        alive = _keep(_dead_neurons(u))
+        if alive.all():
+            continue
+        _set(u.parent, u.up_attr, _new_linear(u.up, rows=alive))
+        _set(u.parent, u.down_attr, _new_linear(u.down, cols=alive))
+    for u in heads:
+        alive = _keep(_dead_heads(u))
+        if alive.all():
+            continue
+        _set_heads(u, alive.repeat_interleave(u.head_size))
+    after = structure_report(model, scope)
+    return {"before": before, "after": after}
+
+
+def structure_report(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOPES) -> dict[str, Any]:
+    """Widths of every unit, zeroed (prunable) counts, and the parameter count."""
+    ffn, heads = find_units(model, scope)
+    ffn_total = sum(u.size for u in ffn)
+    ffn_zero = sum(int(_dead_neurons(u).sum()) for u in ffn)
+    head_total = sum(u.size for u in heads)
+    head_zero = sum(int(_dead_heads(u).sum()) for u in heads)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "ffn_neurons": ffn_total, "ffn_neurons_zeroed": ffn_zero,
+        "heads": head_total, "heads_zeroed": head_zero,
+        "ffn_widths": {u.name: u.size for u in ffn},
+        "head_counts": {u.name: u.size for u in heads},
+    }
+
+
+def shrink_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Resize ``nn.Linear`` layers of ``model`` to the (smaller) shapes a checkpoint holds.
+
+    Lets a checkpoint saved *after* shrinking load into a freshly built model. Returns the number
+    of layers resized.
+    """
+    resized = 0
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear) or f"{name}.weight" not in state:
+            continue
+        shape = tuple(state[f"{name}.weight"].shape)
+        if shape == tuple(module.weight.shape):
+            continue
+        if shape[0] > module.out_features or shape[1] > module.in_features:
+            raise MmsentiError(f"checkpoint layer {name} is larger {shape} than the model's {tuple(module.weight.shape)}")
+        new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
+        _set(model, name, new)
+        resized += 1
+    for _, module in model.named_modules():  # HF self-attention: head counts follow the value width
+        if all(hasattr(module, k) for k in ("value", "attention_head_size", "num_attention_heads")):
+            n = module.value.out_features // module.attention_head_size
+            module.num_attention_heads, module.all_head_size = n, n * module.attention_head_size
+    return resized
+
+
+# ----------------------------------------------------------------------------- fine-tuning callback
+class StructuredPruning(L.Callback):
+    """Iterative structured pruning while fine-tuning: prune → fine-tune → prune more.
+
+    At the start of each epoch listed in ``epochs`` the pruned fraction grows linearly towards
+    ``ffn_amount`` / ``head_amount`` (reached at the last listed epoch); masks are re-applied after
+    every optimiser step so pruned units stay zero. Checkpoints keep full shapes (zeros included);
+    :func:`shrink` removes the zeros before export.
+    """
+
+    def __init__(self, ffn_amount: float = 0.4, head_amount: float = 0.0, epochs: list[int] | tuple[int, ...] = (0,),
+                 scope: list[str] | tuple[str, ...] = SCOPES, multiple_of: int = 1):
+        for what, value in (("ffn_amount", ffn_amount), ("head_amount", head_amount)):
+            if not 0.0 <= value < 1.0:
+                raise MmsentiError(f"compression.{what}={value}: must be in [0, 1)")
+        self.ffn_amount = float(ffn_amount)
+        self.head_amount = float(head_amount)
+        self.epochs = sorted(int(e) for e in epochs) or [0]
+        self.scope = tuple(scope)
+        self.multiple_of = int(multiple_of)
+        self.masks: dict[str, torch.Tensor] = {}
+        self.history: list[dict[str, Any]] = []
+
+    def fraction_at(self, epoch: int) -> float:
+        """Share of the final amount reached at ``epoch`` (0 before the first pruning epoch)."""
+        done = sum(1 for e in self.epochs if e <= epoch)
+        return done / len(self.epochs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch not in self.epochs:
+            return
+        share = self.fraction_at(epoch)
+        self.masks = compute_masks(pl_module, self.ffn_amount * share, self.head_amount * share, self.scope, self.multiple_of)
+        apply_masks(pl_module, self.masks, self.scope)
+        report = structure_report(pl_module, self.scope)
+        self.history.append({"epoch": epoch, "ffn_pruned": report["ffn_neurons_zeroed"], "ffn_total": report["ffn_neurons"],
+                             "heads_pruned": report["heads_zeroed"], "heads_total": report["heads"]})
+        log.info("structured pruning at epoch %d: %d/%d FFN neurons, %d/%d heads zeroed", epoch,
+                 report["ffn_neurons_zeroed"], report["ffn_neurons"], report["heads_zeroed"], report["heads"])
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.masks:
+            apply_masks(pl_module, self.masks, self.scope)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint.setdefault("mmsenti_compression", {})["structured"] = {
+            "ffn_amount": self.ffn_amount, "head_amount": self.head_amount, "history": list(self.history)}
+
+    def state_dict(self) -> dict:
+        return {"masks": {k: v.cpu() for k, v in self.masks.items()}, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.masks = dict(state_dict.get("masks", {}))
+        self.history = list(state_dict.get("history", []))

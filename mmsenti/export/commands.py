@@ -1,0 +1,214 @@
+"""``mmsenti export | bench | report`` (wired into :mod:`mmsenti.cli`).
+
+    mmsenti export CKPT --format onnx|tensorrt --variant fused|text_only --precision fp32|fp16|int8 --out export/NAME
+    mmsenti bench export/NAME [export/OTHER ...] [--against CKPT] --batch 1,8,64 [--json] [--out FILE]
+    mmsenti report DIR --pareto
+
+Heavy imports (torch, onnx) happen inside the commands, so ``mmsenti --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmsenti.errors import MmsentiError
+from mmsenti.export import FORMATS, PRECISIONS, VARIANTS
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("export", help="export a checkpoint to an ONNX / TensorRT engine with a manifest",
+                        description="Export a trained checkpoint (the same SentimentModel, wrapped) to an engine folder: "
+                                    "engine + tokenizer/ + manifest.json, after a parity check against PyTorch.")
+    ex.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by train.py")
+    ex.add_argument("--format", default="onnx", choices=FORMATS)
+    ex.add_argument("--variant", default="fused", choices=VARIANTS, help="fused: text+audio+vision inputs; text_only: token inputs only")
+    ex.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ex.add_argument("--out", help="output folder (default export/<run>_<variant>_<precision>)")
+    ex.add_argument("--quantization", default="dynamic", choices=("dynamic", "static"),
+                    help="INT8 on ONNX Runtime: dynamic (no calibration) or static Q/DQ (calibrated on training batches)")
+    ex.add_argument("--calibration", default="entropy", choices=("minmax", "entropy", "percentile"))
+    ex.add_argument("--calibration-batches", type=int, default=8)
+    ex.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel INT8 weights")
+    ex.add_argument("--keep-fp32", action="append", default=None, metavar="MODULE",
+                    help="module-name substring left unquantized (repeatable; default: model.head)")
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--tolerance", type=float, help="parity tolerance on |score difference| (default per precision)")
+    ex.add_argument("--data-root", help="data folder for parity/metrics/calibration (default: the checkpoint's)")
+    ex.add_argument("--no-data", action="store_true", help="parity on random inputs only; no metrics")
+    ex.add_argument("--no-shrink", action="store_true", help="keep zeroed (structurally pruned) units")
+    ex.add_argument("--profile", help="TensorRT profile as JSON, e.g. '{\"batch\":[1,8,64],\"seq\":[1,32,64],\"frames\":[1,50,400]}'")
+    ex.add_argument("--timing-cache", help="TensorRT timing cache file shared across builds")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    ex.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    ex.set_defaults(func=_export)
+
+    be = sub.add_parser("bench", help="latency p50/p95/p99 and throughput of engines (and PyTorch), side by side",
+                        description="Times export folders (and, with --against, the PyTorch checkpoint) interleaved in one "
+                                    "process after warm-up, at each batch size.")
+    be.add_argument("engines", nargs="+", help="export folders (with manifest.json)")
+    be.add_argument("--against", metavar="CKPT", help="also time PyTorch eager on this checkpoint")
+    be.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes (default 1,8,64)")
+    be.add_argument("--seq", type=int, default=32, help="tokens per sample (default 32)")
+    be.add_argument("--frames", type=int, default=50, help="audio/vision frames per sample (default 50)")
+    be.add_argument("--threads", type=int, default=None, help="threads for every variant (default: the usable cores)")
+    be.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (fewer at larger batches)")
+    be.add_argument("--warmup", type=int, default=20)
+    be.add_argument("--spin", action="store_true", help="let ORT threads spin (dedicated machines only)")
+    be.add_argument("--json", action="store_true", help="print the JSON report")
+    be.add_argument("--out", help="also write the JSON report to this file")
+    be.set_defaults(func=_bench)
+
+    rp = sub.add_parser("report", help="render bench JSON into a Pareto table (markdown) and plot (PNG)")
+    rp.add_argument("dir", help="folder holding bench JSON files (searched recursively)")
+    rp.add_argument("--pareto", action="store_true", help="accuracy vs p99 latency (the only report so far)")
+    rp.add_argument("--split", default="test", choices=("val", "test"))
+    rp.add_argument("--out", help="output folder (default: DIR)")
+    rp.set_defaults(func=_report)
+
+
+# ----------------------------------------------------------------------------- export
+def datamodule_from_checkpoint(ckpt: dict[str, Any], data_root: str | None = None):
+    """Rebuild the checkpoint's datamodule (``data_root`` overrides where its data lives)."""
+    from mmsenti.data.datamodule import SentimentDataModule
+
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    if not hp:
+        raise MmsentiError("the checkpoint records no datamodule; pass --data-root or --no-data")
+    if data_root:
+        key = "path" if hp.get("path") else "root"
+        hp[key] = data_root
+    dm = SentimentDataModule(**hp)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
+    from mmsenti.export.wrapper import load_checkpoint_model
+
+    _quiet_libraries()
+    opts = ExportOptions(format=args.format, variant=args.variant, precision=args.precision, opset=args.opset,
+                         quantization=args.quantization, calibration_method=args.calibration,
+                         calibration_batches=args.calibration_batches, per_channel=not args.no_per_channel,
+                         exclude=tuple(args.keep_fp32) if args.keep_fp32 is not None else ("model.head",),
+                         tolerance=args.tolerance, shrink=not args.no_shrink, timing_cache=args.timing_cache,
+                         tensorrt_profile=json.loads(args.profile) if args.profile else {}, overwrite=args.overwrite)
+    opts.validate()
+    if opts.format == "tensorrt":  # the clear message first, before loading anything
+        from mmsenti.export.tensorrt import import_tensorrt
+
+        import_tensorrt()
+    model, ckpt = load_checkpoint_model(args.ckpt)
+    out = Path(args.out) if args.out else Path("export") / f"{_run_name(args.ckpt)}_{args.variant}_{args.precision}"
+    datamodule = None
+    if not args.no_data:
+        try:
+            datamodule = datamodule_from_checkpoint(ckpt, args.data_root)
+        except MmsentiError as err:
+            needs_data = opts.precision == "int8" and (opts.quantization == "static" or opts.format == "tensorrt")
+            if needs_data:
+                raise
+            print(f"warning: no data for parity/metrics ({err}); checking parity on random inputs only", file=sys.stderr)
+    manifest = export_model(model, out, opts, datamodule=datamodule, source=checkpoint_source(args.ckpt))
+    if args.json:
+        print(json.dumps(manifest, indent=2, default=str))
+    else:
+        print(_export_summary(out, manifest))
+    return 0
+
+
+def _run_name(ckpt: str) -> str:
+    path = Path(ckpt).resolve()
+    run = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+    return f"{run}_{path.stem}".replace(" ", "_")
+
+
+def _export_summary(out: Path, m: dict[str, Any]) -> str:
+    p = m["parity"]
+    lines = [f"exported {out} ({m['format']} {m['variant']} {m['precision']}, {m['size_bytes'] / 1e6:.1f} MB, opset {m['opset']})",
+             f"parity vs {p['reference']}: max |score diff| {p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g}) over {len(p['cases'])} cases"]
+    for split, d in p.get("metrics", {}).items():
+        lines.append(f"  {split} (n={d['n']}): Non0_acc_2 {100 * d['engine']['Non0_acc_2']:.2f}% "
+                     f"(drift {100 * d['drift']['Non0_acc_2']:+.2f} pt), MAE {d['engine']['MAE']:.4f} "
+                     f"(drift {d['drift']['MAE']:+.4f}), sign changes {d['sign_changes']}")
+    s = m["compression"]["structured"]
+    if s["params_after"] != s["params_before"]:
+        lines.append(f"  structured pruning removed {s['params_before'] - s['params_after']:,} parameters "
+                     f"(FFN {s['ffn_neurons']} → {s['ffn_neurons_after']}, heads {s['heads']} → {s['heads_after']})")
+    return "\n".join(lines)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("transformers", "torch.onnx", "onnxscript", "lightning", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ----------------------------------------------------------------------------- bench
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise MmsentiError(f"--batch {text!r}: expected comma-separated integers like 1,8,64") from None
+    if not batches or any(b < 1 for b in batches):
+        raise MmsentiError(f"--batch {text!r}: batch sizes must be >= 1")
+    return batches
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # torch's OpenMP workers must not spin between calls either (set before torch is imported)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from mmsenti.export.benchmark import engine_variant, run_benchmark, summary_table
+    from mmsenti.export.runtime import default_threads
+
+    batches = parse_batches(args.batch)
+    threads = args.threads or default_threads()
+    variants = []
+    for folder in args.engines:
+        variants.append(engine_variant(folder, threads, args.seq, args.frames, spin=args.spin))
+    if args.against:
+        from mmsenti.export.benchmark import eager_variant
+        from mmsenti.export.wrapper import load_checkpoint_model
+
+        _quiet_libraries()
+        model, _ = load_checkpoint_model(args.against)
+        graph = variants[0].info.get("variant", "fused") if variants else "fused"
+        variants.insert(0, eager_variant(model, threads, args.seq, args.frames, variant=graph, info={"path": args.against}))
+    report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames)
+    if args.out:
+        from mmsenti.export.manifest import write_json_atomic
+
+        write_json_atomic(args.out, report)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(summary_table(report))
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+def _report(args: argparse.Namespace) -> int:
+    from mmsenti.export.report import pareto_report
+
+    if not args.pareto:
+        raise MmsentiError("choose a report: --pareto")
+    result = pareto_report(args.dir, split=args.split, out=args.out)
+    print(f"wrote {result['markdown']}" + (f" and {result['png']}" if result["png"] else "") + f" from {result['source']}")
+    print(f"Pareto front: {', '.join(result['front']) or '(no accuracy figures)'}")
+    return 0
