@@ -212,3 +212,20 @@ def test_bad_amounts_are_clear_errors():
     with pytest.raises(MmsentiError, match="amount"):
         l1_prune(nn.Sequential(nn.Linear(2, 2)), 1.5, scope=["0"])
     assert make_permanent(nn.Linear(2, 2)) == 0
+
+
+def test_pruning_can_start_from_a_trained_checkpoint(tmp_path):
+    source = ToyModule()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.fill_(0.5)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "trained.ckpt")
+    module = ToyModule()
+    pruning = StructuredPruning(ffn_amount=0.5, epochs=[3], scope=["fusion"], init_from=str(tmp_path / "trained.ckpt"))
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(8, 5, 8), torch.randn(8)), batch_size=8)
+    L.Trainer(max_epochs=1, limit_train_batches=0, callbacks=[pruning], logger=False, enable_progress_bar=False,
+              enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path).fit(module, data)
+    assert all(torch.all(p == 0.5) for p in module.parameters())  # weights came from the checkpoint
+    with pytest.raises(MmsentiError, match="no such checkpoint"):
+        StructuredPruning(init_from=str(tmp_path / "missing.ckpt")).on_fit_start(None, module)

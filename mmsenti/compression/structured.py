@@ -311,6 +311,27 @@ def shrink_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> in
 
 
 # ----------------------------------------------------------------------------- fine-tuning callback
+def load_init_weights(pl_module: L.LightningModule, ckpt_path: str | None) -> None:
+    """Start pruning from a trained checkpoint's weights (prune a fine-tuned model, then fine-tune).
+
+    Only the weights are taken (not the optimiser, schedule or epoch): the run is a new fine-tuning
+    run whose schedule prunes the trained model.
+    """
+    if not ckpt_path:
+        return
+    from pathlib import Path
+
+    if not Path(ckpt_path).is_file():
+        raise MmsentiError(f"compression.init_from={ckpt_path}: no such checkpoint")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    missing, unexpected = pl_module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise MmsentiError(f"compression.init_from={ckpt_path} does not match the configured model "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use the overrides it was trained with")
+    log.info("pruning starts from the weights of %s", ckpt_path)
+
+
 class StructuredPruning(L.Callback):
     """Iterative structured pruning while fine-tuning: prune → fine-tune → prune more.
 
@@ -321,7 +342,7 @@ class StructuredPruning(L.Callback):
     """
 
     def __init__(self, ffn_amount: float = 0.4, head_amount: float = 0.0, epochs: list[int] | tuple[int, ...] = (0,),
-                 scope: list[str] | tuple[str, ...] = SCOPES, multiple_of: int = 1):
+                 scope: list[str] | tuple[str, ...] = SCOPES, multiple_of: int = 1, init_from: str | None = None):
         for what, value in (("ffn_amount", ffn_amount), ("head_amount", head_amount)):
             if not 0.0 <= value < 1.0:
                 raise MmsentiError(f"compression.{what}={value}: must be in [0, 1)")
@@ -330,8 +351,12 @@ class StructuredPruning(L.Callback):
         self.epochs = sorted(int(e) for e in epochs) or [0]
         self.scope = tuple(scope)
         self.multiple_of = int(multiple_of)
+        self.init_from = init_from
         self.masks: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, Any]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        load_init_weights(pl_module, self.init_from)
 
     def fraction_at(self, epoch: int) -> float:
         """Share of the final amount reached at ``epoch`` (0 before the first pruning epoch)."""

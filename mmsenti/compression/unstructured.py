@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelPruning
 from torch import nn
 from torch.nn.utils import prune
 
-from mmsenti.compression.structured import SCOPES, _in_scope
+from mmsenti.compression.structured import SCOPES, _in_scope, load_init_weights
 from mmsenti.errors import MmsentiError
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class ScheduledL1Pruning(ModelPruning):
     """
 
     def __init__(self, schedule: dict[int, float], scope: list[str] | tuple[str, ...] = SCOPES,
-                 exclude: list[str] | tuple[str, ...] = (), verbose: int = 0):
+                 exclude: list[str] | tuple[str, ...] = (), verbose: int = 0, init_from: str | None = None):
         self.schedule = {int(k): float(v) for k, v in dict(schedule).items()}
         self.steps = step_amounts(self.schedule)
         self.scope = tuple(scope)
@@ -137,6 +137,10 @@ class ScheduledL1Pruning(ModelPruning):
                          make_pruning_permanent=True, use_lottery_ticket_hypothesis=False,
                          prune_on_train_epoch_end=True, verbose=verbose)
         self.applied: list[dict[str, Any]] = []
+        self.init_from = init_from
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        load_init_weights(pl_module, self.init_from)
 
     def _amount(self, epoch: int) -> float:
         return self.steps.get(int(epoch), 0.0)
