@@ -187,7 +187,7 @@ def bench_rows(bench: dict | None, accuracy: dict[str, float | None], metric: st
                     f"| {name} | — | — | {v['params'] / 1e6:.1f} | {v['size_mb']:.1f} | {v['batch1_ms_median']:.2f} / "
                     f"{v['batch1_ms_p99']:.2f} | {v['speedup_batch1_vs_first']:.2f}x | {v['batch64_utt_per_s']:.0f} | "
                     f"{v['speedup_batch64_vs_first']:.2f}x |")
-    rows += ["", f"Benchmark: `{bench['command']}` — {bench['threads']} threads on {bench['cpu_count']} shared cores "
+    rows += ["", f"Benchmark: `{bench['command'].replace(str(ROOT) + '/', '')}` — {bench['threads']} threads on {bench['cpu_count']} shared cores "
              f"({bench['machine']}), torch {bench['versions']['torch']}, transformers {bench['versions']['transformers']}; "
              f"{bench['rounds']['batch1']} batch-1 and {bench['rounds']['batch64']} batch-64 rounds, variants interleaved in "
              f"random order after warm-up; {bench['num_texts']} {bench['texts']} texts, mean {bench['mean_tokens']} tokens; "

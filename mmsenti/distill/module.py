@@ -327,6 +327,8 @@ class DistillSentimentLitModule(SentimentLitModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
                       prog_bar=False, batch_size=len(batch), sync_dist=True)
         self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
+        if hasattr(self, "train_loss_mean"):  # the parent's one-line epoch summary in the run log
+            self.train_loss_mean.update(losses["loss"].detach(), len(batch))
         return losses["loss"]
 
     def _log_metrics(self, split: str, metrics: MosiMetrics) -> dict[str, float]:
