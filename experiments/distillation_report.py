@@ -39,7 +39,8 @@ BILSTM = ["model/text_encoder=bilstm", "model.encoder_lr=2e-3", "trainer.max_epo
 # cross-modal on the synthetic MOSI-format set: the text-only student with and without the fused teacher
 XM = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", "trainer.max_epochs=3"]
 # real MOSI transcripts: the mosi_text model distilled into MiniLM-L3
-REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l3", "task_name=mosi_real_distill"]
+REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l3", "task_name=mosi_real_distill",
+           "trainer.max_epochs=4"]
 
 STEPS: list[tuple[str, list[str]]] = [
     # --- SST-2: MPNet-base teacher (top 2 of 12 layers fine-tuned: a full fine-tune costs ~4x more on 2 CPU cores)
@@ -124,6 +125,8 @@ def run(only: list[str] | None) -> None:
         print(f"[done] {name}: exit {code} in {time.time() - started:.0f} s (log {log.relative_to(ROOT)})", flush=True)
         if code != 0:
             raise SystemExit(f"step {name} failed; see {log}")
+        if not output_of(name).is_file():  # e.g. stopped by a signal: Lightning exits 0 without results
+            raise SystemExit(f"step {name} ended without writing {output_of(name)}; see {log}")
 
 
 # ---------------------------------------------------------------------------- rendering
