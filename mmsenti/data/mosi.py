@@ -454,6 +454,11 @@ def _save_cache(data: MosiData, path: Path) -> None:
     if not len(arrays["ids"]):  # np.array([], dtype=str) is fine, keep explicit shapes
         arrays["ids"] = np.zeros(0, dtype="<U1")
         arrays["text"] = np.zeros(0, dtype="<U1")
+    save_npz_atomic(path, arrays)
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` (no pickle) through a temp file + rename: a crash never leaves half a cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -35,7 +35,6 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ import numpy as np
 
 from mmsenti.data.csd import ComputationalSequence, CSDReader, encode_words, write_csd
 from mmsenti.data.mmsa import LABEL_CSV_COLUMNS
-from mmsenti.data.mosi import DEFAULT_FILES
+from mmsenti.data.mosi import DEFAULT_FILES, save_npz_atomic
 from mmsenti.errors import MmsentiError
 
 from .features import FrameFeatures
@@ -298,15 +297,7 @@ def _save_clip(path: Path, result: ClipResult, fingerprint: str) -> None:
         f = getattr(result, m)
         feats, iv = f.valid_rows() if f is not None else (np.zeros((0, 0), np.float32), np.zeros((0, 2)))
         arrays[m], arrays[f"{m}_intervals"] = feats.astype(np.float32), iv.astype(np.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz_atomic(path, arrays)
 
 
 def _load_clip(path: Path) -> dict[str, Any] | None:
