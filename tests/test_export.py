@@ -420,24 +420,7 @@ SMALL_TRAIN = ["++model.fusion.d_model=32", "model.text_encoder.top_k=1", "data.
                "logger=none", "debug=limit"]
 
 
-def compose_train(overrides: list[str], output_dir: Path, data_root: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    os.environ["PROJECT_ROOT"] = str(ROOT)
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = compose("train", return_hydra_config=True, overrides=[f"data.root={data_root}", "data.scale=small", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir.parent / "logs")
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+from test_train import compose_train  # noqa: E402  (the one Hydra compose helper for tests)
 
 
 @pytest.fixture(scope="module")
