@@ -210,7 +210,7 @@ def test_manifest_schema(exports):
     assert manifest["modalities"] == ["text", "audio", "vision"]
     assert manifest["features"]["audio"]["dim"] == 74 and manifest["features"]["vision"]["dim"] == 47
     assert manifest["tokenizer"]["max_length"] == 64 and (exports["fused"] / "tokenizer" / "tokenizer.json").is_file()
-    assert manifest["opset"] == 18 and manifest["precision"] == "fp32" and manifest["format"] == "onnx"
+    assert manifest["opset"] == 23 and manifest["precision"] == "fp32" and manifest["format"] == "onnx"
     assert {"torch", "onnxruntime", "onnx"} <= set(manifest["versions"])
     assert manifest["files"]["model.onnx"]["bytes"] == (exports["fused"] / "model.onnx").stat().st_size
     for key, bad in (("precision", "int4"), ("variant", "audio_only"), ("inputs", [{"name": "input_ids"}])):
@@ -254,7 +254,7 @@ def test_manifest_write_is_atomic(exports, tmp_path, monkeypatch):
 def test_failed_export_leaves_nothing_half_written(model, tmp_path, monkeypatch):
     import mmsenti.export.onnx_export as onnx_export
 
-    def export_then_fail(wrapper, path, opset=18, quiet=True):
+    def export_then_fail(wrapper, path, opset=23, quiet=True):
         Path(path).write_bytes(b"partial onnx")
         raise MmsentiError("simulated exporter crash")
 

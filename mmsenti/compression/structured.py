@@ -13,8 +13,9 @@ Two stages, so that training and checkpoints never see a changed architecture:
    with zero values contributes zero), the matrices are physically smaller.
 
 Covered: the HF text encoder (BERT-style ``intermediate``/``output`` FFN and self-attention
-heads), the MulT cross-modal blocks' FFNs and every ``nn.TransformerEncoderLayer`` FFN (fusion
-self-attention, frame encoders). ``nn.MultiheadAttention`` heads are not pruned: its packed
+heads), the MulT cross-modal blocks' FFNs and every transformer encoder layer's FFN (fusion
+self-attention, frame encoders: :class:`mmsenti.models.attention.TransformerEncoderLayer` or
+``nn.TransformerEncoderLayer``). The small attention modules' heads are not pruned: their packed
 projection ties the head count to the model width.
 """
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.attention import TransformerEncoderLayer
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def find_units(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOPES) ->
                 att = module.attention
                 if all(hasattr(att.self, k) for k in ("query", "key", "value", "attention_head_size")):
                     heads.append(HeadUnit(f"{name}.heads", att))
-        elif isinstance(module, nn.TransformerEncoderLayer):
+        elif isinstance(module, (nn.TransformerEncoderLayer, TransformerEncoderLayer)):
             ffn.append(FFNUnit(f"{name}.ffn", module, "linear1", "linear2"))
         elif isinstance(getattr(module, "ff", None), nn.Sequential) and len(module.ff) == 4 \
                 and isinstance(module.ff[0], nn.Linear) and isinstance(module.ff[3], nn.Linear):  # CrossModalBlock

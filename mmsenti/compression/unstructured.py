@@ -33,9 +33,10 @@ def linear_weights(model: nn.Module, scope: list[str] | tuple[str, ...] = SCOPES
                    exclude: list[str] | tuple[str, ...] = ()) -> list[tuple[nn.Module, str]]:
     """``(module, "weight")`` for every ``nn.Linear`` whose qualified name is in scope.
 
-    ``nn.MultiheadAttention``'s output projection is skipped: the attention reads its weight
+    PyTorch's ``nn.MultiheadAttention``'s output projection is skipped: that module reads the weight
     directly instead of calling the Linear, so a pruning mask (a forward pre-hook) would be
-    applied once and then go stale — and break the second backward pass.
+    applied once and then go stale — and break the second backward pass. (mmsenti's own
+    :class:`~mmsenti.models.attention.MultiheadAttention` calls its ``out_proj``, so it is pruned.)
     """
     skip = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     return [(m, "weight") for name, m in model.named_modules()

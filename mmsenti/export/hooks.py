@@ -44,7 +44,7 @@ def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Pa
     summary: dict[str, Any] = {}
     for variant in e.get("variants", ["fused"]):
         for precision in e.get("precisions", ["fp32"]):
-            opts = ExportOptions(format=e.get("format", "onnx"), variant=variant, precision=precision, opset=int(e.get("opset", 18)),
+            opts = ExportOptions(format=e.get("format", "onnx"), variant=variant, precision=precision, opset=int(e.get("opset", 23)),
                                  quantization=e.get("quantization", "dynamic"),
                                  calibration_method=e.get("calibration_method", "entropy"),
                                  per_channel=bool(e.get("per_channel", True)), exclude=tuple(e.get("keep_fp32", ["model.head"])),

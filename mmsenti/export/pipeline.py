@@ -29,7 +29,7 @@ class ExportOptions:
     format: str = "onnx"
     variant: str = "fused"
     precision: str = "fp32"
-    opset: int = 18
+    opset: int = 23
     quantization: str = "dynamic"  # int8 on ONNX Runtime: dynamic | static (TensorRT INT8 is always static Q/DQ)
     calibration_method: str = "entropy"
     calibration_batches: int = 8

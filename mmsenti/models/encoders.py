@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.attention import TransformerEncoder, TransformerEncoderLayer
 from mmsenti.models.pretrained import load_pretrained
 from mmsenti.registry import build, register
 
@@ -137,8 +138,8 @@ class ConvTransformerEncoder(nn.Module):
         super().__init__()
         self.proj = nn.Conv1d(input_dim, d_model, kernel_size, padding=kernel_size // 2)
         self.positions = SinusoidalPositions(d_model)
-        layer = nn.TransformerEncoderLayer(d_model, num_heads, 4 * d_model, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False) if num_layers else None
+        layer = TransformerEncoderLayer(d_model, num_heads, 4 * d_model, dropout)
+        self.encoder = TransformerEncoder(layer, num_layers) if num_layers else None
         self.out_dim = d_model
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mmsenti.models.encoders import SinusoidalPositions, masked_mean, safe_key_padding
+from mmsenti.models.attention import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 from mmsenti.registry import register
 
 
@@ -62,14 +63,14 @@ class CrossModalBlock(nn.Module):
         super().__init__()
         self.norm_q = nn.LayerNorm(d_model)
         self.norm_kv = nn.LayerNorm(d_model)
-        self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.attn = MultiheadAttention(d_model, num_heads, dropout)
         self.norm_ff = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_model, d_model))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, target: torch.Tensor, source: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         kv = self.norm_kv(source)
-        attended, _ = self.attn(self.norm_q(target), kv, kv, key_padding_mask=safe_key_padding(source_mask), need_weights=False)
+        attended = self.attn(self.norm_q(target), kv, key_padding_mask=safe_key_padding(source_mask))
         # a source with no valid frame (missing modality) must add nothing
         has_source = source_mask.any(dim=1).to(attended.dtype).view(-1, 1, 1)
         target = target + self.dropout(attended) * has_source
@@ -93,10 +94,7 @@ class MulTFusion(nn.Module):
         n_sources = max(1, len(self.modalities) - 1)
         width = d_model * n_sources
         self.self_attn = nn.ModuleDict({
-            t: nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(width, num_heads, 4 * width, dropout, batch_first=True, norm_first=True),
-                self_layers, enable_nested_tensor=False,
-            )
+            t: TransformerEncoder(TransformerEncoderLayer(width, num_heads, 4 * width, dropout), self_layers)
             for t in self.modalities
         })
         self.out_dim = width * len(self.modalities)
