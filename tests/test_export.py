@@ -397,10 +397,37 @@ def test_bench_json_schema_and_report(model, exports, tmp_path):
         validate_bench(broken)
     for v in report["variants"]:  # accuracy figures as the bench script records them
         v["metrics"] = {"test": {"Non0_acc_2": 0.8 if v["name"] != "onnx_text" else 0.7, "MAE": 0.6}}
+    report["single_stream"] = {"1": run_benchmark(variants[1:], [1], runs=3, warmup=1, threads=1, seq=8, frames=5, mode="blocks")}
     write_json_atomic(tmp_path / "bench.json", report)
     result = pareto_report(tmp_path)
     assert Path(result["markdown"]).is_file() and Path(result["png"]).is_file()
-    assert "onnx_fp32" in Path(result["markdown"]).read_text()
+    text = Path(result["markdown"]).read_text()
+    assert "onnx_fp32" in text
+    single = text.split("## Single stream")[1]  # the blocks table: one row per variant timed on its own
+    assert "| onnx_fp32 |" in single and "| onnx_text |" in single and "pytorch_eager" not in single
+
+
+def test_bench_blocks_mode_times_each_variant_on_its_own(model, exports):
+    from mmsenti.export.benchmark import Variant, run_benchmark
+
+    log: list[str] = []
+
+    def recording(name: str) -> Variant:
+        def prepare(batch: int):
+            log.append(f"prepare {name}")
+            return lambda: log.append(name)
+        return Variant(name, "onnxruntime", prepare)
+
+    report = run_benchmark([recording("a"), recording("b")], [1], runs=3, warmup=1, threads=1, mode="blocks", min_runs=2)
+    # a is built, warmed up (at least 2 calls) and timed to the end before b is even built
+    assert log == ["prepare a", *["a"] * 5, "prepare b", *["b"] * 5]
+    assert report["settings"]["mode"] == "blocks" and not report["settings"]["interleaved"]
+    assert [r["runs"] for r in report["results"]] == [3, 3]
+    log.clear()
+    run_benchmark([recording("a"), recording("b")], [1], runs=2, warmup=1, threads=1, min_runs=2)
+    assert log == ["prepare a", "prepare b", "a", "a", "b", "b", "a", "b", "b", "a"]  # interleaved, order rotates
+    with pytest.raises(MmsentiError, match="benchmark mode"):
+        run_benchmark([recording("a")], [1], mode="random")
 
 
 def test_bench_cli_prints_valid_json(exports, tmp_path, capsys):

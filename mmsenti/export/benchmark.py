@@ -4,8 +4,11 @@ Method (MLPerf-style single-stream latency plus offline throughput):
 
 * every variant gets the *same* inputs per batch size (``seq`` tokens, ``frames`` audio/vision
   frames per sample, fixed seed);
-* warm-up calls first, then ``runs`` timed calls per variant, **interleaved** round-robin (the
-  order rotates every round) so that machine noise hits all variants alike;
+* warm-up calls first, then ``runs`` timed calls per variant, either **interleaved** round-robin
+  (the order rotates every round) so that machine noise hits all variants alike — the default,
+  for ratios — or in **blocks** (``mode="blocks"``: each variant warmed up and timed on its own,
+  one after another, as a deployment runs one model): single-stream latency without the cache
+  and branch-predictor churn of switching between ~100 MB models every call;
 * ORT sessions never spin (``session.intra_op.allow_spinning=0``) and PyTorch's OpenMP threads are
   made passive (``OMP_WAIT_POLICY=PASSIVE`` before torch loads): spinning threads left behind by
   one variant would otherwise slow the next one 3–4x on 2 cores;
@@ -55,6 +58,24 @@ def stats(times_s: list[float], batch: int) -> dict[str, float]:
     return {"runs": int(ms.size), "mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)),
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()),
             "throughput_per_s": float(batch / (ms.mean() / 1e3))}
+
+
+def time_blocks(prepares: dict[str, Callable[[], Callable[[], Any]]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Each variant on its own: build its call, warm it up, time ``runs`` calls, release it."""
+    times: dict[str, list[float]] = {}
+    clock = time.perf_counter
+    for name, prepare in prepares.items():
+        fn = prepare()
+        for _ in range(warmup):
+            fn()
+        t = []
+        for _ in range(runs):
+            t0 = clock()
+            fn()
+            t.append(clock() - t0)
+        times[name] = t
+        del fn
+    return times
 
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, list[float]]:
@@ -120,6 +141,8 @@ def eager_variant(model, threads: int, seq: int, frames: int, name: str = "pytor
         args = tuple(torch.from_numpy(feeds[n]) for n in wrapper.input_names)
 
         def call():
+            if torch.get_num_threads() != threads:  # eager variants with other thread counts share torch
+                torch.set_num_threads(threads)
             with torch.inference_mode():
                 return wrapper(*args)
 
@@ -145,12 +168,18 @@ def synthetic_feeds(input_names: list[str], dims: dict[str, int], batch: int, se
 
 
 def run_benchmark(variants: list[Variant], batches: list[int], runs: int = 200, warmup: int = 20, threads: int = 2,
-                  seq: int = 32, frames: int = 50, reference: str | None = None, min_runs: int = 20) -> dict[str, Any]:
-    """Time every variant at every batch size; returns the bench JSON (see :func:`validate_bench`)."""
+                  seq: int = 32, frames: int = 50, reference: str | None = None, min_runs: int = 20,
+                  mode: str = "interleaved") -> dict[str, Any]:
+    """Time every variant at every batch size; returns the bench JSON (see :func:`validate_bench`).
+
+    ``mode``: ``interleaved`` (round-robin, the default) or ``blocks`` (each variant on its own).
+    """
     from mmsenti.export.manifest import library_versions, utc_now
 
     if not variants:
         raise MmsentiError("nothing to benchmark")
+    if mode not in ("interleaved", "blocks"):
+        raise MmsentiError(f"benchmark mode {mode!r}; choose interleaved or blocks")
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise MmsentiError(f"variant names must be unique: {names}")
@@ -158,10 +187,13 @@ def run_benchmark(variants: list[Variant], batches: list[int], runs: int = 200, 
     hw = hardware(threads)
     results = []
     for batch in batches:
-        calls = {v.name: v.prepare(batch) for v in variants}
         # fewer timed runs at big batches keeps the wall time similar (at least min_runs)
         n = max(min_runs, int(runs / max(1, batch) ** 0.5)) if batch > 1 else runs
-        times = time_interleaved(calls, n, max(2, warmup if batch == 1 else warmup // 4))
+        n_warm = max(2, warmup if batch == 1 else warmup // 4)
+        if mode == "blocks":
+            times = time_blocks({v.name: (lambda v=v: v.prepare(batch)) for v in variants}, n, n_warm)
+        else:
+            times = time_interleaved({v.name: v.prepare(batch) for v in variants}, n, n_warm)
         for name, t in times.items():
             results.append({"variant": name, "batch": batch, **stats(t, batch)})
     hw["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -171,7 +203,7 @@ def run_benchmark(variants: list[Variant], batches: list[int], runs: int = 200, 
         "created": utc_now(),
         "hardware": hw,
         "settings": {"batches": list(batches), "runs": runs, "warmup": warmup, "seq": seq, "frames": frames,
-                     "interleaved": True, "ort_spinning": any(v.info.get("spin") for v in variants),
+                     "interleaved": mode == "interleaved", "mode": mode, "ort_spinning": any(v.info.get("spin") for v in variants),
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "reference": reference,
                      "wall_seconds": round(time.perf_counter() - started, 1)},
         "versions": library_versions("mmsenti", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),

@@ -51,8 +51,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=_export)
 
     be = sub.add_parser("bench", help="latency p50/p95/p99 and throughput of engines (and PyTorch), side by side",
-                        description="Times export folders (and, with --against, the PyTorch checkpoint) interleaved in one "
-                                    "process after warm-up, at each batch size.")
+                        description="Times export folders (and, with --against, the PyTorch checkpoint) in one process after "
+                                    "warm-up, at each batch size: interleaved round-robin (default) or each on its own (--blocks).")
     be.add_argument("engines", nargs="+", help="export folders (with manifest.json)")
     be.add_argument("--against", metavar="CKPT", help="also time PyTorch eager on this checkpoint")
     be.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes (default 1,8,64)")
@@ -62,6 +62,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (fewer at larger batches)")
     be.add_argument("--warmup", type=int, default=20)
     be.add_argument("--spin", action="store_true", help="let ORT threads spin (dedicated machines only)")
+    be.add_argument("--blocks", action="store_true",
+                    help="time each variant on its own, one after another (single-stream latency), not interleaved")
     be.add_argument("--json", action="store_true", help="print the JSON report")
     be.add_argument("--out", help="also write the JSON report to this file")
     be.set_defaults(func=_bench)
@@ -190,7 +192,8 @@ def _bench(args: argparse.Namespace) -> int:
         model, _ = load_checkpoint_model(args.against)
         graph = variants[0].info.get("variant", "fused") if variants else "fused"
         variants.insert(0, eager_variant(model, threads, args.seq, args.frames, variant=graph, info={"path": args.against}))
-    report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames)
+    report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames,
+                           mode="blocks" if args.blocks else "interleaved")
     if args.out:
         from mmsenti.export.manifest import write_json_atomic
 
