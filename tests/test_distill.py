@@ -59,6 +59,17 @@ def test_hard_losses_by_hand():
     assert L.hard_loss(z, torch.tensor([1.0, 0.5]), "regression", "mse").item() == pytest.approx(0.625)
 
 
+def test_hard_loss_skips_unlabelled_transfer_samples():
+    z = torch.tensor([1.5, -0.5, 3.0], requires_grad=True)
+    y = torch.tensor([1.0, float("nan"), 0.5])
+    assert L.hard_loss(z, y, "regression", "l1").item() == pytest.approx((0.5 + 2.5) / 2)  # the NaN row is left out
+    assert L.hard_loss(z, y, "classification").item() == pytest.approx(
+        (math.log(1 + math.exp(-1.5)) + math.log(1 + math.exp(-3.0))) / 2, rel=1e-6)
+    none = L.hard_loss(z, torch.full((3,), float("nan")), "classification")
+    none.backward()  # a batch of transfer samples only: zero loss, zero gradient, no NaN
+    assert none.item() == 0.0 and torch.equal(z.grad, torch.zeros(3))
+
+
 def test_hidden_and_attention_losses_mask_padding_and_project():
     mask = torch.tensor([[1, 1, 0]])
     s, t = torch.zeros(1, 3, 2), torch.ones(1, 3, 4)
@@ -278,10 +289,22 @@ def test_sst2_teacher_then_student_tiny(tmp_path, small_data, shared_data):
     assert teacher["test"]["acc"] == teacher["test"]["Non0_acc_2"]
     cache = tmp_path / "cache"
     student = run(["experiment=sst2_distill", f"distill.teacher_ckpt={teacher['best_ckpt']}", f"distill.cache_dir={cache}",
-                   "model/text_encoder=bilstm", "model.text_encoder.backbone_options.hidden_size=32", *data, *TINY],
+                   "model/text_encoder=bilstm", "model.text_encoder.backbone_options.hidden_size=32",
+                   "data.source_options.transfer_size=8", *data, *TINY],  # + 8 unlabelled sentences (soft targets only)
                   tmp_path / "student", small_data)
     assert 0.0 <= student["test"]["acc"] <= 1.0 and len(list(cache.glob("*.pt"))) == 1
+    assert student["data_report"]["samples"]["train"] == 40 and student["data_report"]["samples"]["train_unlabeled"] == 8
+    assert torch.isfinite(torch.tensor(student["val"]["loss"]))
     assert student["config"]["model"]["distill"]["teacher_ckpt"] == teacher["best_ckpt"]
+
+
+def test_sst2_transfer_set_needs_a_teacher(tmp_path, small_data, shared_data):
+    from mmsenti.errors import MmsentiError
+
+    data = [*sst2_slice(shared_data), "data.source_options.transfer_size=8"]
+    with pytest.raises(MmsentiError, match="8 training samples have no label"):
+        run(["experiment=sst2_distill", "distill.teacher_ckpt=null", "model/text_encoder=minilm_l3", *data, *TINY],
+            tmp_path / "student", small_data)
 
 
 def test_crossmodal_fused_teacher_to_text_only_student_tiny(tmp_path, small_data):
@@ -334,6 +357,15 @@ def test_sst2_reader_labels_splits_and_errors(tmp_path):
     ids = lambda d: [s["id"] for s in d.splits["train"]]  # noqa: E731
     assert ids(data) == ids(load_sst2(tmp_path, train_size=20, valid_size=10, seed=3))  # a pure function of the seed
     assert not set(ids(data)) & {s["id"] for s in data.splits["valid"]}
+    # a transfer set: the next sentences of the same shuffle, labels withheld
+    transfer = load_sst2(tmp_path, train_size=20, valid_size=10, seed=3, transfer_size=15)
+    assert transfer.splits["train"][:20] == data.splits["train"] and len(transfer.splits["train"]) == 35
+    extra = transfer.splits["train"][20:]
+    assert all(math.isnan(s["label"]) for s in extra) and not {s["id"] for s in extra} & set(ids(data))
+    assert not {s["id"] for s in extra} & {s["id"] for s in data.splits["valid"]}
+    assert transfer.report.samples["train_unlabeled"] == 15 and transfer.report.positive_share["train"] == data.report.positive_share["train"]
+    with pytest.raises(MmsentiError, match="transfer_size=30 of 50"):
+        load_sst2(tmp_path, train_size=20, valid_size=10, transfer_size=30)
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\nbroken row\t7\n")
     with pytest.raises(MmsentiError, match="line 2"):
         load_sst2(tmp_path, train_size=20, valid_size=10)

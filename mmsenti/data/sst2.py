@@ -12,6 +12,10 @@ Splits: GLUE's test labels are hidden, so
 * ``valid`` = ``valid_size`` sentences held out of ``train.tsv`` (checkpoint selection, early stop);
 * ``train`` = the next ``train_size`` sentences of a seeded shuffle of the rest (``None``: all
   66k). ``train.tsv`` holds phrases as well as sentences; ``min_words`` drops the shortest.
+* ``transfer_size`` more sentences (the next ones of the same shuffle) join ``train`` **without
+  their labels** (``label`` NaN): a distillation *transfer set* (Hinton et al., 2015; TinyBERT's
+  augmented set) that the student learns from the teacher's soft targets alone. The hard-label
+  loss skips them; training them without a teacher is refused (nothing to learn from).
 
 The subset is a pure function of ``(seed, valid_size, train_size, min_words)``: a teacher and its
 students trained with the same settings see the same sentences.
@@ -73,20 +77,29 @@ def read_tsv(path: Path, split: str) -> list[dict]:
 
 
 def load_sst2(root: str | os.PathLike, train_size: int | None = 8000, valid_size: int = 1000, seed: int = 0,
-              min_words: int = 0) -> Sst2Data:
+              min_words: int = 0, transfer_size: int = 0) -> Sst2Data:
     root = Path(root)
     pool = [s for s in read_tsv(root / FILES["train"], "train") if len(s["text"].split()) >= min_words]
     dev = read_tsv(root / FILES["dev"], "dev")
-    if valid_size + (train_size or 0) > len(pool):
-        raise MmsentiError(f"{root}: asked for valid_size={valid_size} + train_size={train_size} of {len(pool)} sentences")
+    if transfer_size and train_size is None:
+        raise MmsentiError("SST-2 transfer_size needs a train_size (the transfer set is drawn from the sentences after it)")
+    if valid_size + (train_size or 0) + transfer_size > len(pool):
+        raise MmsentiError(f"{root}: asked for valid_size={valid_size} + train_size={train_size} + transfer_size={transfer_size} "
+                           f"of {len(pool)} sentences")
     order = np.random.default_rng(seed).permutation(len(pool))
     valid = [pool[i] for i in order[:valid_size]]
     rest = order[valid_size:]
     train = [pool[i] for i in (rest if train_size is None else rest[:train_size])]
-    splits = {"train": train, "valid": valid, "test": dev}
+    transfer = [{**pool[i], "label": float("nan")} for i in rest[len(train):len(train) + transfer_size]]
+    splits = {"train": train + transfer, "valid": valid, "test": dev}
+    samples = {k: len(v) for k, v in splits.items()}
+    if transfer:
+        samples["train_unlabeled"] = len(transfer)
     report = Sst2Report(
-        source=str(root), samples={k: len(v) for k, v in splits.items()}, train_pool=len(pool),
-        positive_share={k: round(float(np.mean([s["label"] > 0 for s in v])), 4) for k, v in splits.items() if v},
-        settings={"train_size": train_size, "valid_size": valid_size, "seed": seed, "min_words": min_words},
+        source=str(root), samples=samples, train_pool=len(pool),
+        positive_share={k: round(float(np.mean([s["label"] > 0 for s in v if s["label"] == s["label"]])), 4)
+                        for k, v in splits.items() if v},
+        settings={"train_size": train_size, "valid_size": valid_size, "seed": seed, "min_words": min_words,
+                  "transfer_size": transfer_size},
     )
     return Sst2Data(splits, audio_dim=0, vision_dim=0, report=report)

@@ -45,8 +45,17 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
 
 
 def hard_loss(score: torch.Tensor, labels: torch.Tensor, task: str, regression_loss: str = "l1") -> torch.Tensor:
-    """Cross-entropy on the sign of the label (classification) or L1/MSE to the label (regression)."""
+    """Cross-entropy on the sign of the label (classification) or L1/MSE to the label (regression).
+
+    Samples whose label is NaN (a distillation transfer set: no label, soft targets only) are left
+    out; a batch with none labelled gives 0 (still attached to the graph).
+    """
     score = score.float()
+    known = ~torch.isnan(labels)
+    if not bool(known.all()):
+        if not bool(known.any()):
+            return score.sum() * 0.0
+        score, labels = score[known], labels[known]
     if task == "classification":
         return F.cross_entropy(binary_logits(score), positive_class(labels))
     if regression_loss == "l1":

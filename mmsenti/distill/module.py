@@ -248,6 +248,14 @@ class DistillSentimentLitModule(SentimentLitModule):
     # ---------------------------------------------------------------- soft targets
     def on_fit_start(self) -> None:
         teacher = self.teacher
+        datamodule = getattr(self.trainer, "datamodule", None)
+        unlabeled = sum(1 for s in getattr(datamodule, "splits", {}).get("train", []) if s["label"] != s["label"])
+        if unlabeled and (teacher is None or (self.distill.alpha <= 0 and self.distill.score_weight <= 0)):
+            raise MmsentiError(f"{unlabeled} training samples have no label (a transfer set, e.g. data.source_options."
+                               "transfer_size): they are learnt from a teacher's soft targets only; set distill.teacher_ckpt "
+                               "(with alpha or score_weight > 0) or drop the transfer set")
+        if unlabeled:
+            log.info("transfer set: %d of the training samples are unlabelled (soft targets only)", unlabeled)
         if teacher is None:
             return
         teacher.to(self.device)
@@ -280,7 +288,9 @@ class DistillSentimentLitModule(SentimentLitModule):
         main = L_.hard_loss(out.score, labels, self.task, self.hparams.loss)
         losses = {"loss": main, "loss_main": main}
         if self.task == "regression" and out.logits_7 is not None and self.hparams.aux_7class_weight > 0:
-            aux = torch.nn.functional.cross_entropy(out.logits_7.float(), sentiment_classes_7(labels))
+            known = ~torch.isnan(labels)  # a transfer set's samples have no label
+            aux = (torch.nn.functional.cross_entropy(out.logits_7[known].float(), sentiment_classes_7(labels[known]))
+                   if bool(known.any()) else out.logits_7.sum() * 0.0)
             losses["loss_aux7"] = aux
             losses["loss"] = main + self.hparams.aux_7class_weight * aux
         return losses

@@ -38,7 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--calibration-batches", type=int, default=8)
     ex.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel INT8 weights")
     ex.add_argument("--keep-fp32", action="append", default=None, metavar="MODULE",
-                    help="module-name substring left unquantized (repeatable; default: model.head)")
+                    help="module-name substring left unquantized (repeatable; default: model.head and model.fusion.inputs)")
     ex.add_argument("--opset", type=int, default=23)
     ex.add_argument("--tolerance", type=float, help="parity tolerance on |score difference| (default per precision)")
     ex.add_argument("--data-root", help="data folder for parity/metrics/calibration (default: the checkpoint's)")
@@ -95,13 +95,14 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any], data_root: str | None = Non
 
 def _export(args: argparse.Namespace) -> int:
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
+    from mmsenti.export.quantize import DEFAULT_EXCLUDE
     from mmsenti.export.wrapper import load_checkpoint_model
 
     _quiet_libraries()
     opts = ExportOptions(format=args.format, variant=args.variant, precision=args.precision, opset=args.opset,
                          quantization=args.quantization, calibration_method=args.calibration,
                          calibration_batches=args.calibration_batches, per_channel=not args.no_per_channel,
-                         exclude=tuple(args.keep_fp32) if args.keep_fp32 is not None else ("model.head",),
+                         exclude=tuple(args.keep_fp32) if args.keep_fp32 is not None else DEFAULT_EXCLUDE,
                          tolerance=args.tolerance, shrink=not args.no_shrink, timing_cache=args.timing_cache,
                          tensorrt_profile=json.loads(args.profile) if args.profile else {}, overwrite=args.overwrite)
     opts.validate()

@@ -27,6 +27,7 @@ def compression_summary(model) -> dict[str, Any]:
 
 def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Path, best_ckpt: str | None) -> dict[str, Any]:
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
+    from mmsenti.export.quantize import DEFAULT_EXCLUDE
     from mmsenti.export.wrapper import load_checkpoint_model
 
     out: dict[str, Any] = {}
@@ -47,7 +48,7 @@ def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Pa
             opts = ExportOptions(format=e.get("format", "onnx"), variant=variant, precision=precision, opset=int(e.get("opset", 23)),
                                  quantization=e.get("quantization", "dynamic"),
                                  calibration_method=e.get("calibration_method", "entropy"),
-                                 per_channel=bool(e.get("per_channel", True)), exclude=tuple(e.get("keep_fp32", ["model.head"])),
+                                 per_channel=bool(e.get("per_channel", True)), exclude=tuple(e.get("keep_fp32", DEFAULT_EXCLUDE)),
                                  tolerance=e.get("tolerance"), metrics=bool(e.get("metrics", True)),
                                  tensorrt_profile=e.get("tensorrt_profile") or {}, overwrite=True)
             name = f"{variant}_{precision}"

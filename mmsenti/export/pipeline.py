@@ -18,6 +18,7 @@ from mmsenti.errors import MmsentiError
 from mmsenti.export import FORMATS, PRECISIONS, VARIANTS
 from mmsenti.export.manifest import (
     SCHEMA_VERSION, file_entries, library_versions, sha256_file, staged_folder, utc_now, write_manifest)
+from mmsenti.export.quantize import DEFAULT_EXCLUDE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class ExportOptions:
     calibration_batches: int = 8
     calibration_batch_size: int = 16
     per_channel: bool = True
-    exclude: tuple[str, ...] = ("model.head",)  # module-name substrings kept in fp32 when quantizing
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # module-name substrings kept in fp32 when quantizing
     tolerance: float | None = None  # parity tolerance; None = the default for the precision
     metrics: bool = True  # engine vs PyTorch MOSI metrics on valid/test (needs a datamodule)
     shrink: bool = True  # physically remove structurally pruned (zeroed) units first

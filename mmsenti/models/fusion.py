@@ -68,11 +68,12 @@ class CrossModalBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_model, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, target: torch.Tensor, source: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, source: torch.Tensor, key_padding: torch.Tensor, has_source: torch.Tensor) -> torch.Tensor:
+        """``key_padding``: :func:`safe_key_padding` of the source mask; ``has_source``: ``[B, 1, 1]``, 0 where the
+        source has no valid frame (a missing modality must add nothing). Both come from the source mask once
+        per forward pass (:meth:`MulTFusion.forward`), not once per block."""
         kv = self.norm_kv(source)
-        attended = self.attn(self.norm_q(target), kv, key_padding_mask=safe_key_padding(source_mask))
-        # a source with no valid frame (missing modality) must add nothing
-        has_source = source_mask.any(dim=1).to(attended.dtype).view(-1, 1, 1)
+        attended = self.attn(self.norm_q(target), kv, key_padding_mask=key_padding)
         target = target + self.dropout(attended) * has_source
         return target + self.dropout(self.ff(self.norm_ff(target)))
 
@@ -101,6 +102,8 @@ class MulTFusion(nn.Module):
 
     def forward(self, states: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         h = self.inputs(states)
+        padding = {m: safe_key_padding(masks[m]) for m in self.modalities}
+        present = {m: masks[m].any(dim=1).to(h[m].dtype).view(-1, 1, 1) for m in self.modalities}
         pooled = []
         for t in self.modalities:
             sources = [s for s in self.modalities if s != t] or [t]
@@ -109,9 +112,9 @@ class MulTFusion(nn.Module):
                 x = h[t]
                 if s != t:  # a single-modality model has no cross stream: plain self-attention
                     for block in self.cross[f"{s}_to_{t}"]:
-                        x = block(x, h[s], masks[s])
+                        x = block(x, h[s], padding[s], present[s])
                 streams.append(x)
             x = torch.cat(streams, dim=-1)
-            x = self.self_attn[t](x, src_key_padding_mask=safe_key_padding(masks[t]))
+            x = self.self_attn[t](x, src_key_padding_mask=padding[t])
             pooled.append(masked_mean(x, masks[t]))
         return torch.cat(pooled, dim=-1)
