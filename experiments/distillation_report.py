@@ -68,8 +68,6 @@ STEPS: list[tuple[str, list[str]]] = [
     ("sst2_bilstm_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *BILSTM]),
     ("mosi_real_l3_kd_s1", [*REAL_L3, "distill.teacher_ckpt={ckpt:mosi_text_s1}", "seed=1"]),
     ("mosi_real_l3_nokd_s1", [*REAL_L3, "distill.teacher_ckpt=null", "seed=1"]),
-    ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_minilm_l6={ckpt:mosi_text_s1}",
-                         "--variant", "student_minilm_l3={ckpt:mosi_real_l3_kd_s1}"]),
     ("bench_crossmodal", ["--texts", "synthetic", "--variant", "fused_teacher={ckpt:xm_fused_teacher}",
                           "--variant", "text_only_student={ckpt:xm_kd_s1}"]),
     # --- SST-2 students with the transfer set; real MOSI: MPNet-base text model, distilled into MiniLM-L6
@@ -89,6 +87,9 @@ STEPS: list[tuple[str, list[str]]] = [
         (f"mosi_real_l3_kd_s{s}", [*REAL_L3, f"distill.teacher_ckpt={{ckpt:mosi_text_s{s}}}", f"seed={s}"]),
         (f"mosi_real_l3_nokd_s{s}", [*REAL_L3, "distill.teacher_ckpt=null", f"seed={s}"]))],
     ("sst2_l6_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *L6]),
+    ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
+                         "--variant", "student_minilm_l6={ckpt:mosi_real_l6_kd_s1}",
+                         "--variant", "student_minilm_l3={ckpt:mosi_real_l3_kd_s1}"]),
 ]
 
 
