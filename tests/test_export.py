@@ -407,6 +407,8 @@ def test_bench_json_schema_and_report(model, exports, tmp_path):
     assert "onnx_fp32" in text
     single = text.split("## Single stream")[1]  # the blocks table: one row per variant timed on its own
     assert "| onnx_fp32 |" in single and "| onnx_text |" in single and "pytorch_eager" not in single
+    assert Path(result["single_stream_png"]).is_file() and "pareto_single_stream.png" in single
+    assert set(result["single_stream_front"]) <= {"onnx_fp32", "onnx_text"}  # only variants timed alone
 
 
 def test_bench_blocks_mode_times_each_variant_on_its_own(model, exports):
