@@ -12,6 +12,8 @@ MANIFEST_NAME = "manifest.json"
 VARIANTS = ("fused", "text_only")
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "tensorrt")
+# opset 23: attention layers export as one ONNX ``Attention`` node (ONNX Runtime >= 1.23, TensorRT >= 10.14)
+DEFAULT_OPSET = 23
 
 
 def __getattr__(name: str):  # lazy, so `import mmsenti.export` never pulls torch in

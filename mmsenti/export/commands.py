@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export import FORMATS, PRECISIONS, VARIANTS
+from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--no-per-channel", action="store_true", help="per-tensor instead of per-channel INT8 weights")
     ex.add_argument("--keep-fp32", action="append", default=None, metavar="MODULE",
                     help="module-name substring left unquantized (repeatable; default: model.head and model.fusion.inputs)")
-    ex.add_argument("--opset", type=int, default=23)
+    ex.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     ex.add_argument("--tolerance", type=float, help="parity tolerance on |score difference| (default per precision)")
     ex.add_argument("--data-root", help="data folder for parity/metrics/calibration (default: the checkpoint's)")
     ex.add_argument("--no-data", action="store_true", help="parity on random inputs only; no metrics")

@@ -26,6 +26,7 @@ def compression_summary(model) -> dict[str, Any]:
 
 
 def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Path, best_ckpt: str | None) -> dict[str, Any]:
+    from mmsenti.export import DEFAULT_OPSET
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
     from mmsenti.export.quantize import DEFAULT_EXCLUDE
     from mmsenti.export.wrapper import load_checkpoint_model
@@ -45,7 +46,7 @@ def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Pa
     summary: dict[str, Any] = {}
     for variant in e.get("variants", ["fused"]):
         for precision in e.get("precisions", ["fp32"]):
-            opts = ExportOptions(format=e.get("format", "onnx"), variant=variant, precision=precision, opset=int(e.get("opset", 23)),
+            opts = ExportOptions(format=e.get("format", "onnx"), variant=variant, precision=precision, opset=int(e.get("opset", DEFAULT_OPSET)),
                                  quantization=e.get("quantization", "dynamic"),
                                  calibration_method=e.get("calibration_method", "entropy"),
                                  per_channel=bool(e.get("per_channel", True)), exclude=tuple(e.get("keep_fp32", DEFAULT_EXCLUDE)),

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 
 from mmsenti.errors import MmsentiError
+from mmsenti.export import DEFAULT_OPSET
 from mmsenti.export.wrapper import ExportWrapper, batch_feeds, example_feeds, to_torch_args, torch_outputs
 from mmsenti.models.attention import onnx_attention_op
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 23  # ONNX Attention (one node per attention layer; ORT >= 1.23, TensorRT >= 10.14)
 # largest |score difference| (score in [-3, 3]) tolerated between engine and PyTorch, per precision
 PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": 0.35}
+ATTENTION_OPSET = 23  # the first opset with ONNX `Attention`; below it attention exports decomposed
 # the random shapes every export is checked at: (batch, tokens, frames)
 PARITY_SHAPES = ((1, 8, 5), (2, 32, 50), (5, 17, 1), (8, 64, 120))
 
@@ -46,7 +47,7 @@ def export_onnx(wrapper: ExportWrapper, path: str | Path, opset: int = DEFAULT_O
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("ignore")
-        stack.enter_context(onnx_attention_op(wrapper, opset >= 23))
+        stack.enter_context(onnx_attention_op(wrapper, opset >= ATTENTION_OPSET))
         if quiet:  # the exporter prints progress and per-op notes on stdout
             stack.enter_context(contextlib.redirect_stdout(sink))
             for name in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo"):

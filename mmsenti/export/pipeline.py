@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export import FORMATS, PRECISIONS, VARIANTS
+from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
 from mmsenti.export.manifest import (
     SCHEMA_VERSION, file_entries, library_versions, sha256_file, staged_folder, utc_now, write_manifest)
 from mmsenti.export.quantize import DEFAULT_EXCLUDE
@@ -30,7 +30,7 @@ class ExportOptions:
     format: str = "onnx"
     variant: str = "fused"
     precision: str = "fp32"
-    opset: int = 23
+    opset: int = DEFAULT_OPSET
     quantization: str = "dynamic"  # int8 on ONNX Runtime: dynamic | static (TensorRT INT8 is always static Q/DQ)
     calibration_method: str = "entropy"
     calibration_batches: int = 8
