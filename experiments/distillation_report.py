@@ -37,8 +37,12 @@ L6 = ["model/text_encoder=minilm_l6", "model.text_encoder.finetune=full", "model
 L3 = ["model/text_encoder=minilm_l3", "trainer.max_epochs=2"]
 BILSTM = ["model/text_encoder=bilstm", "model.encoder_lr=2e-3", "trainer.max_epochs=3"]
 # cross-modal on the synthetic MOSI-format set: the text-only student with and without the fused teacher
-XM = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", "trainer.max_epochs=3"]
-XM8 = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true"]  # the experiment's own schedule: 8 epochs
+# (plain KD: the teacher's joint outputs as they are; the experiment's default since this stretch is MARGINAL)
+PLAIN = ["distill.marginalize=null", "distill.corrected_labels=false"]
+XM = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", "trainer.max_epochs=3", *PLAIN]
+XM8 = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", *PLAIN]  # the experiment's own schedule: 8 epochs
+# ... with the teacher's audio/vision averaged out of its soft targets and the labels corrected by it
+MARGINAL = ["distill.marginalize=[audio,vision]", "distill.corrected_labels=true"]
 # real MOSI transcripts: the mosi_text model distilled into MiniLM-L3
 REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l3", "task_name=mosi_real_distill",
            "trainer.max_epochs=4"]
@@ -80,6 +84,9 @@ STEPS: list[tuple[str, list[str]]] = [
                                 "data.source_options.transfer_size=20000"]),
     ("sst2_l6_kd_transfer20k_3ep", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
                                     "data.source_options.transfer_size=20000", "trainer.max_epochs=3"]),
+    *[(f"sst2_l6_kd_transfer20k_3ep_seed{s}", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
+                                                "data.source_options.transfer_size=20000", "trainer.max_epochs=3", f"seed={s}"])
+      for s in (1, 2)],
     ("bench_sst2_transfer", ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}",
                              "--variant", "minilm_l6={ckpt:sst2_l6_kd_transfer}", "--variant", "minilm_l3={ckpt:sst2_l3_kd_transfer}"]),
     *[step for s in SEEDS[1:] for step in (
@@ -95,6 +102,19 @@ STEPS: list[tuple[str, list[str]]] = [
     *[step for s in SEEDS for step in (
         (f"xm8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", f"seed={s}"]),
         (f"xm8_nokd_s{s}", [*XM8, "distill.teacher_ckpt=null", f"seed={s}"]))],
+    *[step for s in SEEDS for step in (
+        (f"xmc_kd_s{s}", [*XM, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, f"seed={s}"]),
+        (f"xmc8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, f"seed={s}"]))],
+    # the experiment's default teacher (experiment=mosi_fusion, 8 epochs) and its students, plain and marginal
+    ("xm_fused_teacher8", ["experiment=mosi_fusion", "model.aux_7class_weight=0.5"]),
+    *[step for s in SEEDS for step in (
+        (f"xmt8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher8}", f"seed={s}"]),
+        (f"xmct8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher8}", *MARGINAL, f"seed={s}"]))],
+    # ablation at 8 epochs: the marginal soft targets alone (labels as they are) / the corrected labels alone
+    *[step for s in SEEDS for step in (
+        (f"xmm8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", "distill.marginalize=[audio,vision]", f"seed={s}"]),
+        (f"xml8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, "distill.score_weight=0",
+                           "distill.alpha=0", f"seed={s}"]))],
     ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
                          "--variant", "student_minilm_l6={ckpt:mosi_real_l6_kd_s1}"]),
 ]
@@ -260,6 +280,16 @@ def sst2_section() -> list[str]:
         gain = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "—"
         kept = f"{100 * b / teacher:.1f}%" if b is not None and teacher else "—"
         out.append(f"| {label} | {fmt(a)} | {n:,} sentences | {fmt(b)} | {gain} | {kept} |")
+    # the recipe that meets the target, repeated with two more training seeds (same data, same teacher)
+    seeded = [m["test"]["acc"] for step in ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1",
+                                            "sst2_l6_kd_transfer20k_3ep_seed2") if (m := load(step))]
+    if len(seeded) > 1:
+        a, b = acc.get("minilm_l6"), statistics.mean(seeded)
+        transfer["sst2_l6_kd_transfer20k_3ep_mean"] = b
+        runs = (*runs, (f"MiniLM-L6, 3 epochs, mean of {len(seeded)} seeds", "minilm_l6", "sst2_l6_kd_transfer20k_3ep_mean", 20000))
+        out.append(f"| MiniLM-L6, 3 epochs, **mean of seeds 42, 1, 2** ({', '.join(f'{x:.4f}' for x in seeded)}) | {fmt(a)} | "
+                   f"20,000 sentences | {b:.4f} ± {statistics.stdev(seeded):.4f} | {100 * (b - a):+.1f} | "
+                   f"{100 * b / teacher:.1f}% (min {100 * min(seeded) / teacher:.1f}%) |")
     bench_t = load("bench_sst2_transfer")
     if bench_t:
         out += ["", "Speed of the students (their own benchmark run; the 20,000-sentence MiniLM-L6 has the same architecture "
@@ -269,7 +299,8 @@ def sst2_section() -> list[str]:
     if teacher and (bench or bench_t):
         out += ["", "Target (issue 6): a student with ≥ 98% of the teacher's SST-2 dev accuracy at ≥ 4x batch-1 speed:"]
         verdicts = [(name, acc.get(name), bench, "") for name in ("minilm_l6", "minilm_l3", "bilstm")]
-        verdicts += [(arch, transfer.get(step), bench_t, f" + {n:,}-sentence transfer set") for _, arch, step, n in runs]
+        verdicts += [(arch, transfer.get(step), bench_t, f" + {n:,}-sentence transfer set" + (f" ({label})" if "seed" in label else ""))
+                     for label, arch, step, n in runs]
         for name, a, b, label in verdicts:
             if a is None or not b or name not in b["variants"]:
                 continue
@@ -328,41 +359,79 @@ def mosi_real_section() -> list[str]:
     return out
 
 
+# (row label, step prefix) per teacher; "nokd" is the same student without a teacher
+XM_ROWS = {
+    "3 epochs, teacher `xm_fused_teacher` (3-epoch `mosi_fusion`)": [
+        ("no teacher", "xm_nokd"), ("plain KD (joint teacher outputs)", "xm_kd"),
+        ("**marginal KD + corrected labels** (the experiment's default)", "xmc_kd")],
+    "8 epochs (the experiment's default), teacher `xm_fused_teacher`": [
+        ("no teacher", "xm8_nokd"), ("plain KD", "xm8_kd"), ("**marginal KD + corrected labels**", "xmc8_kd"),
+        ("ablation: marginal soft targets only (labels as they are)", "xmm8_kd"),
+        ("ablation: corrected labels only (no soft-target terms)", "xml8_kd")],
+    "8 epochs, teacher `xm_fused_teacher8` (`mosi_fusion` as it ships: 8 epochs)": [
+        ("no teacher", "xm8_nokd"), ("plain KD", "xmt8_kd"), ("**marginal KD + corrected labels**", "xmct8_kd")],
+}
+XM_TARGETS = (("3 epochs, 3-epoch teacher", "xmc_kd", "xm_nokd"), ("8 epochs, 3-epoch teacher", "xmc8_kd", "xm8_nokd"),
+              ("8 epochs, 8-epoch teacher", "xmct8_kd", "xm8_nokd"), ("plain KD, 3 epochs", "xm_kd", "xm_nokd"),
+              ("plain KD, 8 epochs, 3-epoch teacher", "xm8_kd", "xm8_nokd"), ("plain KD, 8 epochs, 8-epoch teacher", "xmt8_kd", "xm8_nokd"))
+
+
 def crossmodal_section() -> list[str]:
     out = ["## Cross-modal distillation: fused text+audio+vision teacher → text-only student", "",
-           "The project's synthetic CMU-MOSI-format set (`data=synthetic_mosi`, 2,199 segments, standard folds; the label "
-           "depends on text, audio and vision). Teacher: `experiment=mosi_fusion` with a 7-class head. Students: the "
-           "text-only fast path (MiniLM-L6, top-2 layers fine-tuned, mean pooling, 7-class head) — the same student and "
-           "schedule with and without the teacher (3 epochs, and the experiment's default 8), seeds 1, 2, 3. The student sees only text at train and test time; "
-           "the teacher's score (MSE) and 7-class distribution (T²·KL, T=2) come from the soft-target cache. "
-           "Test-split metrics (mean ± std):", "",
-           "| model | inputs | test MAE ↓ | test Corr ↑ | test Non0_acc_2 | test Mult_acc_7 |", "|---|---|---|---|---|---|"]
-    teacher = load("xm_fused_teacher")
-    if teacher:
-        t = teacher["test"]
-        out.append(f"| fused teacher (`mosi_fusion`) | text+audio+vision | {t['MAE']:.4f} | {t['Corr']:.4f} | {t['Non0_acc_2']:.4f} | {t['Mult_acc_7']:.4f} |")
-    schedules = (("3 epochs", "xm"), ("8 epochs (the experiment's default)", "xm8"))
-    for schedule, tag in schedules:
-        for label, kind in (("text-only student, distilled", "kd"), ("text-only student, no teacher", "nokd")):
-            cells = [mean_std(seeds_metric(f"{tag}_{kind}", "test", k)) for k in ("MAE", "Corr", "Non0_acc_2", "Mult_acc_7")]
-            out.append(f"| {label}, {schedule} | text | " + " | ".join(cells) + " |")
-    out += ["", "Target (the distilled text-only student beats the no-teacher one on MAE and Corr, mean of 3 seeds; "
-            "judged for each schedule, both shown):"]
-    for schedule, tag in schedules:
-        kd, nokd = seeds_metric(f"{tag}_kd", "test", "MAE"), seeds_metric(f"{tag}_nokd", "test", "MAE")
-        kdc, nokdc = seeds_metric(f"{tag}_kd", "test", "Corr"), seeds_metric(f"{tag}_nokd", "test", "Corr")
+           "The project's synthetic CMU-MOSI-format set (`data=synthetic_mosi`, 2,199 segments, standard folds). Its label is "
+           "`1.0·s_text + 0.8·s_audio + 0.7·s_vision + noise`: text explains ~44% of the label's variance, so for a student "
+           "that sees text only, the audio/vision part of every label is noise it cannot predict. Teachers: `experiment=mosi_fusion` "
+           "with a 7-class head. Students: the text-only fast path (MiniLM-L6, top-2 layers fine-tuned, mean pooling, 7-class "
+           "head), the same student and schedule with and without the teacher, seeds 1, 2, 3; the student sees only text at "
+           "train and test time.", "",
+           "- **plain KD**: MSE to the teacher's score + T²·KL (T=2) to its 7-class distribution, both from its ordinary (joint) "
+           "outputs, which carry the audio/vision part of the label just as the label does;",
+           "- **marginal KD** (`distill.marginalize=[audio,vision]`): the same terms on the teacher's outputs with audio and vision "
+           "averaged out — each sample's text with the audio/vision of 8 other training samples "
+           "(`mmsenti.distill.module.marginal_teacher_outputs`), the teacher's partial dependence on text;",
+           "- **corrected labels** (`distill.corrected_labels=true`): the hard loss's target is `label − (joint − marginal teacher "
+           "score)`, the label without the part the teacher credits to audio/vision: the same expectation given the text "
+           "(where modalities are independent) with less noise.", "",
+           "Mean ± std over seeds 1–3 (valid: what a user would select on; test: the synthetic set's test fold). For reference, "
+           "a linear fit of the label on the planted adjective level — the best any text-only model can do here — reaches "
+           "test Corr ≈ 0.59, MAE ≈ 0.93.", ""]
+    for title, rows in XM_ROWS.items():
+        teacher_name = "xm_fused_teacher8" if "teacher8" in title else "xm_fused_teacher"
+        teacher = load(teacher_name)
+        out += [f"**{title}**", "", "| text-only student | valid MAE ↓ | valid Corr ↑ | test MAE ↓ | test Corr ↑ | test Non0_acc_2 | test Mult_acc_7 |",
+                "|---|---|---|---|---|---|---|"]
+        if teacher:
+            v, t = teacher["val"], teacher["test"]
+            out.append(f"| *the fused teacher itself (text+audio+vision)* | {v['MAE']:.4f} | {v['Corr']:.4f} | {t['MAE']:.4f} | "
+                       f"{t['Corr']:.4f} | {t['Non0_acc_2']:.4f} | {t['Mult_acc_7']:.4f} |")
+        for label, prefix in rows:
+            cells = [mean_std(seeds_metric(prefix, sp, k)) for sp, k in
+                     (("val", "MAE"), ("val", "Corr"), ("test", "MAE"), ("test", "Corr"), ("test", "Non0_acc_2"), ("test", "Mult_acc_7"))]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["Target (the distilled text-only student beats the no-teacher one on test MAE and Corr, mean of 3 seeds, same data "
+            "and seeds):"]
+    kdc: list[float] = []
+    for label, kd_prefix, base_prefix in XM_TARGETS:
+        kd, nokd = seeds_metric(kd_prefix, "test", "MAE"), seeds_metric(base_prefix, "test", "MAE")
+        kdc_, nokdc = seeds_metric(kd_prefix, "test", "Corr"), seeds_metric(base_prefix, "test", "Corr")
+        if kd_prefix == "xmc8_kd":  # the default recipe with the benchmarked teacher
+            kdc = kdc_
         if len(kd) != len(SEEDS) or len(nokd) != len(SEEDS):
-            out.append(f"- {schedule}: **not established** — {len(kd)} distilled and {len(nokd)} baseline seeds ran.")
+            out.append(f"- {label}: **not established** — {len(kd)} distilled and {len(nokd)} baseline seeds ran.")
             continue
-        better = statistics.mean(kd) < statistics.mean(nokd) and statistics.mean(kdc) > statistics.mean(nokdc)
+        better = statistics.mean(kd) < statistics.mean(nokd) and statistics.mean(kdc_) > statistics.mean(nokdc)
         wins = sum(a < b for a, b in zip(kd, nokd))
-        cwins = sum(a > b for a, b in zip(kdc, nokdc))
-        out.append(f"- {schedule}: MAE {statistics.mean(kd):.4f} vs {statistics.mean(nokd):.4f}, Corr {statistics.mean(kdc):.4f} vs "
+        cwins = sum(a > b for a, b in zip(kdc_, nokdc))
+        out.append(f"- {label}: MAE {statistics.mean(kd):.4f} vs {statistics.mean(nokd):.4f}, Corr {statistics.mean(kdc_):.4f} vs "
                    f"{statistics.mean(nokdc):.4f} (lower MAE in {wins} and higher Corr in {cwins} of 3 paired seeds): "
                    f"**{'met' if better else 'not met'}**.")
     bench = load("bench_crossmodal")
     if bench:
-        out += ["", "Speed of the fast path vs the fused teacher (accuracy column: test Corr):", ""]
+        teacher = load("xm_fused_teacher")
+        out += ["", "Speed of the fast path vs the fused teacher `xm_fused_teacher` (accuracy column: test Corr, the student's "
+                "being the mean of `xmc8_kd_s1..3`, marginal KD at 8 epochs; the benchmarked student checkpoint `xm_kd_s1` has the "
+                "same architecture as every student above):", ""]
         acc = {"fused_teacher": teacher["test"]["Corr"] if teacher else None,
                "text_only_student": statistics.mean(kdc) if kdc else None}
         out += bench_rows(bench, acc, "test Corr")

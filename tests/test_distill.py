@@ -156,6 +156,83 @@ def test_regression_soft_targets_mse_and_7class_kl(text_teacher):
     assert losses["loss"].item() == pytest.approx(l1 + 2.0 * mse + 0.5 * kd7, rel=1e-5)
 
 
+# ---------------------------------------------------------------------------- cross-modal: audio/vision averaged out
+class AdditiveTeacher(torch.nn.Module):
+    """score = text part (from token ids) + audio part (mean of audio dim 0); 3 'classes' from the score."""
+
+    def forward(self, input_ids, attention_mask, audio=None, audio_mask=None, vision=None, vision_mask=None):
+        from types import SimpleNamespace
+
+        text = (input_ids * attention_mask).sum(1).float() / 10000.0
+        audio_part = (audio[..., 0] * audio_mask).sum(1) / audio_mask.sum(1).clamp(min=1)
+        score = text + audio_part
+        return SimpleNamespace(score=score, logits_7=torch.stack([score, -score, torch.zeros_like(score)], -1))
+
+
+def test_marginal_teacher_outputs_average_the_other_modalities_out():
+    import numpy as np
+
+    from mmsenti.distill.module import marginal_teacher_outputs, teacher_outputs
+
+    texts = ["a great film", "dull", "fine by me", "too long", "loved every minute", "meh"]
+    samples = [{"id": f"s{i}", "text": t, "label": 0.0, "vision": None,
+                "audio": np.full((2 + i, 2), float(i), dtype=np.float32)} for i, t in enumerate(texts)]
+    collator = SentimentCollator(load_pretrained("minilm_l6", "tokenizer"), 2, 0, max_text_len=16)
+    teacher, draws, temperature = AdditiveTeacher(), 5, 2.0
+    joint, _ = teacher_outputs(teacher, samples, collator, 4)
+    score, logits = marginal_teacher_outputs(teacher, samples, collator, 4, "cpu", ["audio"], draws, temperature)
+    text_part = joint - torch.arange(6, dtype=torch.float32)  # sample i's audio is all i
+    rng = np.random.default_rng(0)  # the function's seeded draws, replayed
+    donors = torch.tensor(np.stack([rng.permutation(6) for _ in range(draws)]), dtype=torch.float32)  # [draws, 6]
+    torch.testing.assert_close(score, text_part + donors.mean(0))
+    # the 7-class distributions are averaged at the temperature, returned as logits with that softmax
+    per_draw = torch.softmax(torch.stack([torch.stack([s, -s, torch.zeros_like(s)], -1) for s in text_part + donors]) / temperature, -1)
+    torch.testing.assert_close(torch.softmax(logits / temperature, -1), per_draw.mean(0))
+    # a teacher that reads no audio: marginal == joint
+    silent = [{**s, "audio": np.zeros((3, 2), dtype=np.float32)} for s in samples]
+    torch.testing.assert_close(marginal_teacher_outputs(teacher, silent, collator, 4, "cpu", ["audio"], 3, 1.0)[0],
+                               teacher_outputs(teacher, silent, collator, 4)[0])
+
+
+def test_corrected_labels_remove_what_the_teacher_credits_to_audio_vision(text_teacher):
+    from mmsenti.distill.cache import SoftTargets
+    from mmsenti.errors import MmsentiError
+
+    batch = text_batch(TEXTS, [2.0, float("nan"), 0.5])
+    marginal, joint = torch.tensor([0.4, 0.1, -0.2]), torch.tensor([1.4, 0.3, -1.2])
+    module = distill_module(text_teacher, marginalize=["audio", "vision"], corrected_labels=True, score_weight=1.0, alpha=0.0).eval()
+    module.soft_targets = SoftTargets(batch.ids, marginal, None, score_joint=joint)
+    target = module.hard_targets(batch)
+    assert target[0].item() == pytest.approx(2.0 - 1.0) and target[2].item() == pytest.approx(0.5 + 1.0)
+    assert math.isnan(target[1].item())  # a transfer-set sample stays unlabelled
+    out = module(batch)
+    losses = module.distillation_losses(out, batch)
+    score = out.score.detach()
+    l1 = float((score[[0, 2]] - torch.tensor([1.0, 1.5])).abs().mean())
+    mse = float(((score - marginal) ** 2).mean())
+    assert losses["loss_main"].item() == pytest.approx(l1, rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(l1 + mse, rel=1e-5)
+    # without the switch the labels are used as they are; the switch needs marginalize; only audio/vision average out
+    plain = distill_module(text_teacher, marginalize=["audio", "vision"]).eval()
+    plain.soft_targets = module.soft_targets
+    assert plain.hard_targets(batch) is batch.labels
+    with pytest.raises(MmsentiError, match="corrected_labels needs distill.marginalize"):
+        distill_module(text_teacher, corrected_labels=True)
+    with pytest.raises(MmsentiError, match="only \\['audio', 'vision'\\]"):
+        distill_module(text_teacher, marginalize=["text"])
+
+
+def test_marginalising_a_text_only_teacher_changes_nothing(tmp_path, text_teacher):
+    from types import SimpleNamespace
+
+    samples = [{"id": f"s{i}", "text": t, "label": y, "audio": None, "vision": None} for i, (t, y) in enumerate(zip(TEXTS, LABELS))]
+    dm = SimpleNamespace(splits={"train": samples}, hparams={"max_text_len": 16, "audio_dim": 0, "vision_dim": 0, "max_frames": None})
+    plain = distill_module(text_teacher, cache_dir=str(tmp_path)).compute_soft_targets(dm)
+    marginal = distill_module(text_teacher, cache_dir=str(tmp_path), marginalize=["audio", "vision"],
+                              corrected_labels=True).compute_soft_targets(dm)
+    assert marginal.from_cache and marginal.key == plain.key and marginal.score_joint is None  # same key: nothing to average
+
+
 def test_frozen_teacher_gets_no_gradients(text_teacher):
     module = distill_module(text_teacher, hidden_weight=1.0, attention_weight=1.0, alpha=0.0, score_weight=0.0)
     teacher = module.teacher
@@ -319,7 +396,12 @@ def test_crossmodal_fused_teacher_to_text_only_student_tiny(tmp_path, small_data
     student = run(["experiment=mosi_distill_crossmodal", f"distill.teacher_ckpt={teacher}", f"distill.cache_dir={cache}",
                    "model/text_encoder=minilm_l3", "model.aux_7class=true", *TINY], tmp_path / "student", small_data)
     assert student["config"]["model"]["modalities"] == ["text"] and student["val"]["MAE"] > 0
-    assert len(list(cache.glob("*.pt"))) == 1  # the fused teacher's outputs (score + 7-class logits), cached
+    cached = list(cache.glob("*.pt"))
+    assert len(cached) == 1  # the fused teacher's outputs (score + 7-class logits), cached
+    # the experiment's default: audio/vision averaged out of the soft targets, the joint score kept for the labels
+    assert student["config"]["model"]["distill"]["marginalize"] == ["audio", "vision"]
+    stored = torch.load(cached[0], weights_only=True)
+    assert stored["score_joint"] is not None and not torch.allclose(stored["score"], stored["score_joint"])
     ckpt = torch.load(student["best_ckpt"], weights_only=True)["state_dict"]
     assert not any(("audio" in k or "vision" in k or k.startswith("teacher")) for k in ckpt)  # text-only student, no teacher inside
 

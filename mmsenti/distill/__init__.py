@@ -7,7 +7,9 @@ maps) train a smaller or text-only student.
   embeddings); the shallower layer-initialised transformer is ``model.text_encoder.keep_layers``;
 * :mod:`~mmsenti.distill.module` — the LightningModule (``DistillSentimentLitModule``): the
   ordinary :class:`~mmsenti.training.lit_module.SentimentLitModule` plus a ``task`` switch
-  (regression | classification) and an optional frozen teacher.
+  (regression | classification) and an optional frozen teacher; for a fused teacher and a
+  text-only student, the teacher's audio/vision can be averaged out of its soft targets
+  (``distill.marginalize``, ``marginal_teacher_outputs``) and out of the labels (``distill.corrected_labels``).
 
 Importing this package is cheap; the LightningModule is imported from its module.
 """

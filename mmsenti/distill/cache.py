@@ -78,6 +78,9 @@ class SoftTargets:
     score: torch.Tensor  # [N] teacher sentiment score (the logit of "positive" for classification)
     logits_7: torch.Tensor | None  # [N, 7] or None when the teacher has no 7-class head
     key: str = ""
+    # with modalities averaged out (``distill.marginalize``): ``score`` is the marginal score and this
+    # the teacher's ordinary (joint) score; their difference is what it credits to those modalities
+    score_joint: torch.Tensor | None = None
     from_cache: bool = False
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -95,11 +98,18 @@ class SoftTargets:
         logits_7 = self.logits_7[rows].to(device) if self.logits_7 is not None else None
         return score, logits_7
 
+    def lookup_joint(self, ids: Sequence[str], device: torch.device | str | None = None) -> torch.Tensor | None:
+        """The joint scores of ``ids`` (None when the targets were not marginalised)."""
+        if self.score_joint is None:
+            return None
+        return self.score_joint[torch.tensor([self._index[str(i)] for i in ids], dtype=torch.long)].to(device)
+
 
 def load_or_compute(cache_dir: str | os.PathLike | None, key: str, ids: Sequence[str],
-                    compute: Callable[[], tuple[torch.Tensor, torch.Tensor | None]]) -> SoftTargets:
+                    compute: Callable[[], tuple[torch.Tensor, ...]]) -> SoftTargets:
     """Load ``<cache_dir>/<key>.pt`` when present (a hit), else run ``compute`` and write it (a miss).
 
+    ``compute`` returns ``(score, logits_7)`` or ``(score, logits_7, score_joint)``.
     ``cache_dir=None`` disables the cache (always computes, writes nothing).
     """
     ids = [str(i) for i in ids]
@@ -109,18 +119,22 @@ def load_or_compute(cache_dir: str | os.PathLike | None, key: str, ids: Sequence
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored.get("ids") == ids and stored.get("format") == CACHE_FORMAT:
                 log.info("teacher soft targets: cache hit %s", path)
-                return SoftTargets(ids, stored["score"], stored.get("logits_7"), key=key, from_cache=True)
+                return SoftTargets(ids, stored["score"], stored.get("logits_7"), key=key, from_cache=True,
+                                   score_joint=stored.get("score_joint"))
             log.warning("teacher soft targets: %s does not match the data; recomputing", path)
         except Exception as err:  # truncated or foreign file: recompute rather than fail
             log.warning("teacher soft targets: unreadable cache %s (%s); recomputing", path, type(err).__name__)
-    score, logits_7 = compute()
+    score, logits_7, *rest = compute()
+    score_joint = rest[0] if rest else None
     if len(score) != len(ids):
         raise MmsentiError(f"teacher gave {len(score)} outputs for {len(ids)} samples")
-    targets = SoftTargets(ids, score.float().cpu(), None if logits_7 is None else logits_7.float().cpu(), key=key)
+    targets = SoftTargets(ids, score.float().cpu(), None if logits_7 is None else logits_7.float().cpu(), key=key,
+                          score_joint=None if score_joint is None else score_joint.float().cpu())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": CACHE_FORMAT, "ids": ids, "score": targets.score, "logits_7": targets.logits_7}, tmp)
+        torch.save({"format": CACHE_FORMAT, "ids": ids, "score": targets.score, "logits_7": targets.logits_7,
+                    "score_joint": targets.score_joint}, tmp)
         os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
         log.info("teacher soft targets: cache miss, wrote %s (%d samples)", path, len(ids))
     return targets

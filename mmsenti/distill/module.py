@@ -12,6 +12,13 @@ the student) as the ordinary module, and adds
   cached (:mod:`mmsenti.distill.cache`); optional hidden-state / attention-map distillation runs
   the teacher online (it needs the student's tokenizer).
 
+Cross-modal distillation (a fused teacher, a text-only student): ``distill.marginalize=[audio, vision]``
+averages those modalities out of the teacher's soft targets (:func:`marginal_teacher_outputs`: the
+teacher's prediction from the text alone), and ``distill.corrected_labels`` trains the hard loss on
+``label - (joint - marginal teacher score)``, the label without the part the teacher credits to
+audio/vision. Plain KD on the joint outputs hands the student that audio/vision part as a target it
+cannot predict from text; ``experiments/distillation.md`` measures both.
+
 With ``distill.teacher_ckpt=null`` the module trains the student on the hard labels only: the
 no-teacher baseline of the same experiment (same student, data and seeds).
 
@@ -28,6 +35,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +52,7 @@ from mmsenti.training.lit_module import SentimentLitModule, sentiment_classes_7
 log = logging.getLogger(__name__)
 
 TASKS = ("regression", "classification")
+MARGINAL_MODALITIES = ("audio", "vision")
 
 
 @dataclass
@@ -61,6 +70,11 @@ class DistillConfig:
     student_init: str = "pretrained"  # pretrained | teacher (DistilBERT-style: copy the teacher's weights)
     cache_dir: str | None = None  # soft-target cache; None = recompute every run
     teacher_batch_size: int = 64
+    marginalize: list[str] | None = None  # teacher modalities the student lacks, averaged out of its soft targets
+    marginal_draws: int = 8  # draws of those modalities (from other training samples) per sample
+    # with marginalize: the hard loss's target is the label minus what the teacher credits to the
+    # marginalised modalities (joint - marginal score): the same expectation given the text, less noise
+    corrected_labels: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DistillConfig":
@@ -73,6 +87,15 @@ class DistillConfig:
             raise MmsentiError(f"distill.student_init={cfg.student_init!r}; choose pretrained or teacher")
         if cfg.temperature <= 0:
             raise MmsentiError(f"distill.temperature must be > 0 (got {cfg.temperature})")
+        cfg.marginalize = [str(m) for m in cfg.marginalize or []]
+        bad = set(cfg.marginalize) - set(MARGINAL_MODALITIES)
+        if bad:
+            raise MmsentiError(f"distill.marginalize={cfg.marginalize}: only {list(MARGINAL_MODALITIES)} can be averaged out")
+        if cfg.marginalize and cfg.marginal_draws < 1:
+            raise MmsentiError(f"distill.marginal_draws must be >= 1 (got {cfg.marginal_draws})")
+        if cfg.corrected_labels and not cfg.marginalize:
+            raise MmsentiError("distill.corrected_labels needs distill.marginalize (the modalities whose part of the label "
+                               "the teacher removes), e.g. distill.marginalize=[audio,vision]")
         return cfg
 
     @property
@@ -260,7 +283,7 @@ class DistillSentimentLitModule(SentimentLitModule):
             return
         teacher.to(self.device)
         cfg = self.distill
-        if cfg.alpha > 0 or cfg.score_weight > 0:
+        if cfg.alpha > 0 or cfg.score_weight > 0 or cfg.corrected_labels:
             self.soft_targets = self.compute_soft_targets(self.trainer.datamodule)
 
     def compute_soft_targets(self, datamodule: Any) -> SoftTargets:
@@ -271,15 +294,29 @@ class DistillSentimentLitModule(SentimentLitModule):
         tokenizer_name = self._tokenizer_name(self.teacher_hparams)
         settings = {"tokenizer": tokenizer_name, "max_text_len": hp.get("max_text_len"), "max_frames": hp.get("max_frames"),
                     "audio_dim": hp.get("audio_dim"), "vision_dim": hp.get("vision_dim")}
+        # only modalities the teacher reads and the data has can be averaged out
+        marginalize = [m for m in cfg.marginalize or [] if m in teacher.config.modalities
+                       and any(s.get(m) is not None and len(s[m]) for s in samples)]
+        if cfg.marginalize and marginalize != cfg.marginalize:
+            log.info("distill.marginalize: the teacher or the data lacks %s; nothing to average out there",
+                     sorted(set(cfg.marginalize) - set(marginalize)))
+        if marginalize:  # part of the key: marginal targets are not the joint ones
+            settings.update(marginalize=marginalize, marginal_draws=cfg.marginal_draws, temperature=cfg.temperature)
         key = soft_target_key(file_digest(cfg.teacher_ckpt), samples_fingerprint(samples), settings)
 
         def run_teacher() -> tuple[torch.Tensor, torch.Tensor | None]:
             collator = SentimentCollator(load_pretrained(tokenizer_name, "tokenizer"), hp.get("audio_dim") or 0,
                                          hp.get("vision_dim") or 0, hp.get("max_text_len") or 64, hp.get("max_frames"))
-            return teacher_outputs(teacher, samples, collator, cfg.teacher_batch_size, self.device)
+            joint = teacher_outputs(teacher, samples, collator, cfg.teacher_batch_size, self.device)
+            if not marginalize:
+                return joint
+            score, logits_7 = marginal_teacher_outputs(teacher, samples, collator, cfg.teacher_batch_size, self.device,
+                                                       marginalize, cfg.marginal_draws, cfg.temperature)
+            return score, logits_7, joint[0]
 
         targets = load_or_compute(cfg.cache_dir, key, [s["id"] for s in samples], run_teacher)
-        log.info("teacher soft targets for %d training samples (%s)", len(samples), "cached" if targets.from_cache else "computed")
+        log.info("teacher soft targets for %d training samples (%s%s)", len(samples), "cached" if targets.from_cache else "computed",
+                 f"; {', '.join(marginalize)} averaged out over {cfg.marginal_draws} draws" if marginalize else "")
         return targets
 
     # ---------------------------------------------------------------- losses
@@ -295,9 +332,19 @@ class DistillSentimentLitModule(SentimentLitModule):
             losses["loss"] = main + self.hparams.aux_7class_weight * aux
         return losses
 
+    def hard_targets(self, batch: SentimentBatch) -> torch.Tensor:
+        """The labels, or with ``distill.corrected_labels`` the labels minus the teacher's joint - marginal score."""
+        if not (self.distill.corrected_labels and self.soft_targets is not None and self.task == "regression"):
+            return batch.labels
+        joint = self.soft_targets.lookup_joint(batch.ids, batch.labels.device)
+        if joint is None:  # the teacher or the data had nothing to average out
+            return batch.labels
+        marginal, _ = self.soft_targets.lookup(batch.ids, batch.labels.device)
+        return batch.labels - (joint - marginal)  # NaN (transfer-set) labels stay NaN
+
     def distillation_losses(self, out, batch: SentimentBatch, student_rec: LayerRecorder | None = None) -> dict[str, torch.Tensor]:
         cfg = self.distill
-        losses = self.compute_loss(out, batch.labels)
+        losses = self.compute_loss(out, self.hard_targets(batch))
         total = cfg.hard_weight * losses["loss"] if self.teacher is not None else losses["loss"]
         if self.soft_targets is not None:
             t_score, t_logits_7 = self.soft_targets.lookup(batch.ids, out.score.device)
@@ -386,3 +433,33 @@ def teacher_outputs(teacher: SentimentModel, samples: list[dict], collator: Sent
             logits[index] = out.logits_7.float().cpu()
     teacher.train(was_training)
     return scores, logits
+
+
+def marginal_teacher_outputs(teacher: SentimentModel, samples: list[dict], collator: SentimentCollator, batch_size: int,
+                             device: torch.device | str, modalities: list[str], draws: int, temperature: float,
+                             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's outputs with ``modalities`` averaged out: what it predicts from the rest alone.
+
+    For each sample *i* the teacher sees *i*'s text (and any modality not listed) with the listed
+    modalities of another training sample, drawn ``draws`` times (a seeded permutation per draw);
+    scores are averaged, the 7-class head's distributions at ``temperature`` are averaged and
+    returned as logits whose ``softmax(. / temperature)`` is that mean. This is the teacher's
+    partial dependence on the student's inputs, ``E_{a,v}[f(t, a, v)]``: for a student that sees
+    text only it keeps what the fused teacher learnt about text and drops the part of the label
+    that audio and video explain, which the student cannot predict and would only fit as noise.
+    (Where modalities are correlated, the hard-label loss still carries ``E[y | t]``.)
+    """
+    rng = np.random.default_rng(seed)
+    score_sum = torch.zeros(len(samples))
+    prob_sum: torch.Tensor | None = None
+    for draw in range(draws):
+        donors = rng.permutation(len(samples))
+        mixed = [{**s, **{m: samples[int(j)].get(m) for m in modalities}} for s, j in zip(samples, donors)]
+        score, logits_7 = teacher_outputs(teacher, mixed, collator, batch_size, device)
+        score_sum += score
+        if logits_7 is not None:
+            probs = torch.softmax(logits_7 / temperature, dim=-1)
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+        log.info("teacher soft targets: %s averaged out, draw %d/%d", "+".join(modalities), draw + 1, draws)
+    logits = None if prob_sum is None else temperature * torch.log((prob_sum / draws).clamp_min(1e-12))
+    return score_sum / draws, logits
