@@ -90,10 +90,7 @@ class SoftTargets:
             raise MmsentiError("soft targets: sample ids are not unique; distillation needs one id per sample")
 
     def lookup(self, ids: Sequence[str], device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        try:
-            rows = torch.tensor([self._index[str(i)] for i in ids], dtype=torch.long)
-        except KeyError as err:
-            raise MmsentiError(f"no cached teacher output for sample {err.args[0]!r}: the cache does not cover this data") from None
+        rows = self._rows(ids)
         score = self.score[rows].to(device)
         logits_7 = self.logits_7[rows].to(device) if self.logits_7 is not None else None
         return score, logits_7
@@ -102,7 +99,13 @@ class SoftTargets:
         """The joint scores of ``ids`` (None when the targets were not marginalised)."""
         if self.score_joint is None:
             return None
-        return self.score_joint[torch.tensor([self._index[str(i)] for i in ids], dtype=torch.long)].to(device)
+        return self.score_joint[self._rows(ids)].to(device)
+
+    def _rows(self, ids: Sequence[str]) -> torch.Tensor:
+        try:
+            return torch.tensor([self._index[str(i)] for i in ids], dtype=torch.long)
+        except KeyError as err:
+            raise MmsentiError(f"no cached teacher output for sample {err.args[0]!r}: the cache does not cover this data") from None
 
 
 def load_or_compute(cache_dir: str | os.PathLike | None, key: str, ids: Sequence[str],

@@ -304,7 +304,7 @@ class DistillSentimentLitModule(SentimentLitModule):
             settings.update(marginalize=marginalize, marginal_draws=cfg.marginal_draws, temperature=cfg.temperature)
         key = soft_target_key(file_digest(cfg.teacher_ckpt), samples_fingerprint(samples), settings)
 
-        def run_teacher() -> tuple[torch.Tensor, torch.Tensor | None]:
+        def run_teacher() -> tuple[torch.Tensor, ...]:  # (score, logits_7[, joint score])
             collator = SentimentCollator(load_pretrained(tokenizer_name, "tokenizer"), hp.get("audio_dim") or 0,
                                          hp.get("vision_dim") or 0, hp.get("max_text_len") or 64, hp.get("max_frames"))
             joint = teacher_outputs(teacher, samples, collator, cfg.teacher_batch_size, self.device)
