@@ -53,6 +53,10 @@ REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_e
            "model.encoder_lr=5e-5", "model.loss=l1", "trainer.max_epochs=6", "task_name=mosi_real_distill"]
 # SST-2 transfer set: 8,000 more train.tsv sentences without their labels, learnt from the teacher's soft targets
 TRANSFER = ["data.source_options.transfer_size=8000"]
+# the recipe that meets the SST-2 target (MiniLM-L6 + 20,000 transfer sentences, 3 epochs), its default seed (42) and two more
+TRANSFER20K_3EP = [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6, "data.source_options.transfer_size=20000",
+                   "trainer.max_epochs=3"]
+TRANSFER20K_3EP_STEPS = ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1", "sst2_l6_kd_transfer20k_3ep_seed2")
 
 STEPS: list[tuple[str, list[str]]] = [
     # --- SST-2: MPNet-base teacher (top 2 of 12 layers fine-tuned: a full fine-tune costs ~4x more on 2 CPU cores)
@@ -82,11 +86,8 @@ STEPS: list[tuple[str, list[str]]] = [
     ("sst2_l3_kd_transfer", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L3, *TRANSFER]),
     ("sst2_l6_kd_transfer20k", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
                                 "data.source_options.transfer_size=20000"]),
-    ("sst2_l6_kd_transfer20k_3ep", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
-                                    "data.source_options.transfer_size=20000", "trainer.max_epochs=3"]),
-    *[(f"sst2_l6_kd_transfer20k_3ep_seed{s}", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
-                                                "data.source_options.transfer_size=20000", "trainer.max_epochs=3", f"seed={s}"])
-      for s in (1, 2)],
+    ("sst2_l6_kd_transfer20k_3ep", TRANSFER20K_3EP),
+    *[(f"sst2_l6_kd_transfer20k_3ep_seed{s}", [*TRANSFER20K_3EP, f"seed={s}"]) for s in (1, 2)],
     ("bench_sst2_transfer", ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}",
                              "--variant", "minilm_l6={ckpt:sst2_l6_kd_transfer}", "--variant", "minilm_l3={ckpt:sst2_l3_kd_transfer}"]),
     *[step for s in SEEDS[1:] for step in (
@@ -207,13 +208,23 @@ def seeds_metric(prefix: str, split: str, key: str) -> list[float]:
     return values
 
 
+def test_acc(step: str) -> float | None:
+    """A step's SST-2 dev accuracy (its ``test/acc``), None when it has not run."""
+    return (load(step) or {}).get("test", {}).get("acc")
+
+
+def transfer20k_3ep_accs() -> list[float]:
+    """SST-2 dev accuracy of the target recipe for each seed that ran."""
+    return [a for step in TRANSFER20K_3EP_STEPS if (a := test_acc(step)) is not None]
+
+
 FIGURE = ROOT / "experiments" / "distillation.png"
 
 
 def plot() -> Path | None:
     """Two panels: SST-2 students (share of the teacher's accuracy vs batch-1 speed-up, the target region
     shaded) and the cross-modal students (test MAE and Corr, mean ± std over the seeds, 8-epoch schedule)."""
-    teacher = (load("sst2_teacher_mpnet") or {}).get("test", {}).get("acc")
+    teacher = test_acc("sst2_teacher_mpnet")
     bench, bench_t = load("bench_sst2"), load("bench_sst2_transfer")
     if not teacher or not bench:
         return None
@@ -222,13 +233,12 @@ def plot() -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(f"{arch} (KD)", (load(step) or {}).get("test", {}).get("acc"), bench, arch)
+    points = [(f"{arch} (KD)", test_acc(step), bench, arch)
               for arch, step in (("minilm_l6", "sst2_l6_kd"), ("minilm_l3", "sst2_l3_kd"), ("bilstm", "sst2_bilstm_kd"))]
-    seeded = [m["test"]["acc"] for step in ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1",
-                                            "sst2_l6_kd_transfer20k_3ep_seed2") if (m := load(step))]
+    seeded = transfer20k_3ep_accs()
     if bench_t:
-        points += [("minilm_l6 + 8k transfer", (load("sst2_l6_kd_transfer") or {}).get("test", {}).get("acc"), bench_t, "minilm_l6"),
-                   ("minilm_l3 + 8k transfer", (load("sst2_l3_kd_transfer") or {}).get("test", {}).get("acc"), bench_t, "minilm_l3")]
+        points += [("minilm_l6 + 8k transfer", test_acc("sst2_l6_kd_transfer"), bench_t, "minilm_l6"),
+                   ("minilm_l3 + 8k transfer", test_acc("sst2_l3_kd_transfer"), bench_t, "minilm_l3")]
         if seeded:
             points.append((f"minilm_l6 + 20k transfer, 3 ep (mean of {len(seeded)})", statistics.mean(seeded), bench_t, "minilm_l6"))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), dpi=100)
@@ -346,12 +356,9 @@ def sst2_section() -> list[str]:
         kept = f"{100 * b / teacher:.1f}%" if b is not None and teacher else "—"
         out.append(f"| {label} | {fmt(a)} | {n:,} sentences | {fmt(b)} | {gain} | {kept} |")
     # the recipe that meets the target, repeated with two more training seeds (same data, same teacher)
-    seeded = [m["test"]["acc"] for step in ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1",
-                                            "sst2_l6_kd_transfer20k_3ep_seed2") if (m := load(step))]
+    seeded = transfer20k_3ep_accs()
     if len(seeded) > 1:
         a, b = acc.get("minilm_l6"), statistics.mean(seeded)
-        transfer["sst2_l6_kd_transfer20k_3ep_mean"] = b
-        runs = (*runs, (f"MiniLM-L6, 3 epochs, mean of {len(seeded)} seeds", "minilm_l6", "sst2_l6_kd_transfer20k_3ep_mean", 20000))
         out.append(f"| MiniLM-L6, 3 epochs, **mean of seeds 42, 1, 2** ({', '.join(f'{x:.4f}' for x in seeded)}) | {fmt(a)} | "
                    f"20,000 sentences | {b:.4f} ± {statistics.stdev(seeded):.4f} | {100 * (b - a):+.1f} | "
                    f"{100 * b / teacher:.1f}% (min {100 * min(seeded) / teacher:.1f}%) |")
@@ -364,8 +371,10 @@ def sst2_section() -> list[str]:
     if teacher and (bench or bench_t):
         out += ["", "Target (issue 6): a student with ≥ 98% of the teacher's SST-2 dev accuracy at ≥ 4x batch-1 speed:"]
         verdicts = [(name, acc.get(name), bench, "") for name in ("minilm_l6", "minilm_l3", "bilstm")]
-        verdicts += [(arch, transfer.get(step), bench_t, f" + {n:,}-sentence transfer set" + (f" ({label})" if "seed" in label else ""))
-                     for label, arch, step, n in runs]
+        verdicts += [(arch, transfer.get(step), bench_t, f" + {n:,}-sentence transfer set") for _, arch, step, n in runs]
+        if len(seeded) > 1:
+            verdicts.append(("minilm_l6", statistics.mean(seeded), bench_t,
+                             f" + 20,000-sentence transfer set (3 epochs, mean of {len(seeded)} seeds)"))
         for name, a, b, label in verdicts:
             if a is None or not b or name not in b["variants"]:
                 continue
@@ -424,18 +433,18 @@ def mosi_real_section() -> list[str]:
     return out
 
 
-# (row label, step prefix) per teacher; "nokd" is the same student without a teacher
-XM_ROWS = {
-    "3 epochs, teacher `xm_fused_teacher` (3-epoch `mosi_fusion`)": [
+# (title, teacher step, [(row label, step prefix)]); "nokd" is the same student without a teacher
+XM_TABLES = (
+    ("3 epochs, teacher `xm_fused_teacher` (3-epoch `mosi_fusion`)", "xm_fused_teacher", [
         ("no teacher", "xm_nokd"), ("plain KD (joint teacher outputs)", "xm_kd"),
-        ("**marginal KD + corrected labels** (the experiment's default)", "xmc_kd")],
-    "8 epochs (the experiment's default), teacher `xm_fused_teacher`": [
+        ("**marginal KD + corrected labels** (the experiment's default)", "xmc_kd")]),
+    ("8 epochs (the experiment's default), teacher `xm_fused_teacher`", "xm_fused_teacher", [
         ("no teacher", "xm8_nokd"), ("plain KD", "xm8_kd"), ("**marginal KD + corrected labels**", "xmc8_kd"),
         ("ablation: marginal soft targets only (labels as they are)", "xmm8_kd"),
-        ("ablation: corrected labels only (no soft-target terms)", "xml8_kd")],
-    "8 epochs, teacher `xm_fused_teacher8` (`mosi_fusion` as it ships: 8 epochs)": [
-        ("no teacher", "xm8_nokd"), ("plain KD", "xmt8_kd"), ("**marginal KD + corrected labels**", "xmct8_kd")],
-}
+        ("ablation: corrected labels only (no soft-target terms)", "xml8_kd")]),
+    ("8 epochs, teacher `xm_fused_teacher8` (`mosi_fusion` as it ships: 8 epochs)", "xm_fused_teacher8", [
+        ("no teacher", "xm8_nokd"), ("plain KD", "xmt8_kd"), ("**marginal KD + corrected labels**", "xmct8_kd")]),
+)
 XM_TARGETS = (("3 epochs, 3-epoch teacher", "xmc_kd", "xm_nokd"), ("8 epochs, 3-epoch teacher", "xmc8_kd", "xm8_nokd"),
               ("8 epochs, 8-epoch teacher", "xmct8_kd", "xm8_nokd"), ("plain KD, 3 epochs", "xm_kd", "xm_nokd"),
               ("plain KD, 8 epochs, 3-epoch teacher", "xm8_kd", "xm8_nokd"), ("plain KD, 8 epochs, 8-epoch teacher", "xmt8_kd", "xm8_nokd"))
@@ -460,9 +469,8 @@ def crossmodal_section() -> list[str]:
            "Mean ± std over seeds 1–3 (valid: what a user would select on; test: the synthetic set's test fold). For reference, "
            "a linear fit of the label on the planted adjective level — the best any text-only model can do here — reaches "
            "test Corr ≈ 0.59, MAE ≈ 0.93.", ""]
-    for title, rows in XM_ROWS.items():
-        teacher_name = "xm_fused_teacher8" if "teacher8" in title else "xm_fused_teacher"
-        teacher = load(teacher_name)
+    for title, teacher_step, rows in XM_TABLES:
+        teacher = load(teacher_step)
         out += [f"**{title}**", "", "| text-only student | valid MAE ↓ | valid Corr ↑ | test MAE ↓ | test Corr ↑ | test Non0_acc_2 | test Mult_acc_7 |",
                 "|---|---|---|---|---|---|---|"]
         if teacher:
@@ -476,12 +484,9 @@ def crossmodal_section() -> list[str]:
         out.append("")
     out += ["Target (the distilled text-only student beats the no-teacher one on test MAE and Corr, mean of 3 seeds, same data "
             "and seeds):"]
-    kdc: list[float] = []
     for label, kd_prefix, base_prefix in XM_TARGETS:
         kd, nokd = seeds_metric(kd_prefix, "test", "MAE"), seeds_metric(base_prefix, "test", "MAE")
         kdc_, nokdc = seeds_metric(kd_prefix, "test", "Corr"), seeds_metric(base_prefix, "test", "Corr")
-        if kd_prefix == "xmc8_kd":  # the default recipe with the benchmarked teacher
-            kdc = kdc_
         if len(kd) != len(SEEDS) or len(nokd) != len(SEEDS):
             out.append(f"- {label}: **not established** — {len(kd)} distilled and {len(nokd)} baseline seeds ran.")
             continue
@@ -497,6 +502,7 @@ def crossmodal_section() -> list[str]:
         out += ["", "Speed of the fast path vs the fused teacher `xm_fused_teacher` (accuracy column: test Corr, the student's "
                 "being the mean of `xmc8_kd_s1..3`, marginal KD at 8 epochs; the benchmarked student checkpoint `xm_kd_s1` has the "
                 "same architecture as every student above):", ""]
+        kdc = seeds_metric("xmc8_kd", "test", "Corr")  # the default recipe with the benchmarked teacher
         acc = {"fused_teacher": teacher["test"]["Corr"] if teacher else None,
                "text_only_student": statistics.mean(kdc) if kdc else None}
         out += bench_rows(bench, acc, "test Corr")
