@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from mmsenti.data.batch import SentimentCollator  # noqa: E402
 from mmsenti.distill.module import load_teacher  # noqa: E402
 from mmsenti.models import SentimentModel, SentimentModelConfig  # noqa: E402
-from mmsenti.models.pretrained import load_pretrained  # noqa: E402
+from mmsenti.pretrained import load_pretrained  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

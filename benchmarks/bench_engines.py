@@ -62,7 +62,7 @@ def train_checkpoint(experiment: str, overrides: list[str], log_dir: Path) -> Pa
 
 
 def export(model, ckpt: Path, datamodule, out: Path, reuse: bool, **options) -> dict:
-    from mmsenti.export.manifest import read_manifest
+    from mmsenti.runtime.manifest import read_manifest
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
 
     if reuse and (out / "manifest.json").is_file():
@@ -133,8 +133,8 @@ def main() -> int:
 
     _quiet_libraries()
     from mmsenti.export.benchmark import eager_variant, engine_variant, run_benchmark
-    from mmsenti.export.manifest import read_manifest, write_json_atomic
-    from mmsenti.export.wrapper import load_checkpoint_model
+    from mmsenti.runtime.manifest import read_manifest, write_json_atomic
+    from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
     engines, out, logs = Path(args.engines), Path(args.out), Path(args.logs)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,9 +158,10 @@ def main() -> int:
     pruned_ckpt = ckpt_from(args.pruned_ckpt, "pruned_fp32", "mosi_prune",
                             [f"compression.init_from={fused_ckpt}", "compression.epochs=[0,1]", "trainer.max_epochs=2"])
 
-    fused, raw = load_checkpoint_model(fused_ckpt)
-    dm = datamodule_from_checkpoint(raw)
-    pruned, _ = load_checkpoint_model(pruned_ckpt)
+    loaded = load_sentiment_checkpoint(fused_ckpt)
+    fused = loaded.model
+    dm = datamodule_from_checkpoint(loaded.data_config)
+    pruned = load_sentiment_checkpoint(pruned_ckpt).model
 
     m = {}
     m["fused_fp32"] = export(fused, fused_ckpt, dm, engines / "fused_fp32", args.reuse)
@@ -173,7 +174,7 @@ def main() -> int:
     m["pruned_fp32"] = export(pruned, pruned_ckpt, dm, engines / "pruned_fp32", args.reuse)
     m["pruned_int8"] = export(pruned, pruned_ckpt, dm, engines / "pruned_int8", args.reuse, precision="int8")
     if args.student_ckpt:  # speed of the distilled text-only fast path; its accuracy belongs to its own data/report
-        student, _ = load_checkpoint_model(args.student_ckpt)
+        student = load_sentiment_checkpoint(args.student_ckpt).model
         m["student_fp32"] = export(student, Path(args.student_ckpt), None, engines / "student_fp32", args.reuse,
                                    variant="text_only", metrics=False)
         m["student_int8"] = export(student, Path(args.student_ckpt), None, engines / "student_int8", args.reuse,
@@ -203,7 +204,7 @@ def main() -> int:
 
 
 def finish(report: dict, manifests: dict, out: Path) -> int:
-    from mmsenti.export.manifest import write_json_atomic
+    from mmsenti.runtime.manifest import write_json_atomic
     from mmsenti.export.report import pareto_report
 
     summary = summarize(report, manifests)

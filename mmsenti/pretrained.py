@@ -109,13 +109,25 @@ def resolve_pretrained(name_or_path: str) -> str:
 
 
 def load_pretrained(name_or_path: str, what: str = "model"):
-    """Load an HF AutoModel or AutoTokenizer, turning offline/hub failures into one clear line."""
-    from transformers import AutoModel, AutoTokenizer
+    """Load an HF object, turning offline/hub failures into one clear line.
+
+    ``what``: ``model`` (AutoModel with its weights), ``architecture`` (the same AutoModel built from
+    its ``config.json`` only: random weights, no weight file read), ``config`` (AutoConfig) or
+    ``tokenizer`` (AutoTokenizer).
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = resolve_pretrained(name_or_path)
-    loader = AutoModel if what == "model" else AutoTokenizer
     try:
-        return loader.from_pretrained(source)
+        if what == "model":
+            return AutoModel.from_pretrained(source)
+        if what == "architecture":
+            return AutoModel.from_config(AutoConfig.from_pretrained(source))
+        if what == "config":
+            return AutoConfig.from_pretrained(source)
+        if what == "tokenizer":
+            return AutoTokenizer.from_pretrained(source)
+        raise ValueError(f"load_pretrained(what={what!r}): choose model, architecture, config or tokenizer")
     except OSError as err:
         raise MmsentiError(
             f"could not load {what} '{name_or_path}' ({source}): {str(err).splitlines()[0]} — "

@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mmsenti.compression import ScheduledL1Pruning, StructuredPruning, l1_prune, make_permanent, prune_structured, shrink
-from mmsenti.compression.structured import apply_masks, compute_masks, find_units, shrink_to_state_dict, structure_report
+from mmsenti.compression.structured import apply_masks, compute_masks, find_units, structure_report
+from mmsenti.models.checkpoint import shrink_to_state_dict
 from mmsenti.compression.unstructured import CheckpointAfterPruning, is_pruning_pending, linear_weights, sparsity_report, step_amounts
 from mmsenti.errors import MmsentiError
 from mmsenti.models import SentimentModel, SentimentModelConfig

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export.manifest import (
+from mmsenti.runtime.manifest import (
     MANIFEST_NAME, read_manifest, staged_folder, validate_manifest, write_json_atomic, write_manifest)
 from mmsenti.export.pipeline import ExportOptions, export_model
-from mmsenti.export.predictor import Predictor
+from mmsenti.runtime.predictor import Predictor
 from mmsenti.export.wrapper import ExportWrapper, example_feeds, torch_outputs
 from mmsenti.models import SentimentModel, SentimentModelConfig
 
@@ -120,7 +120,7 @@ def test_text_only_graph_equals_fused_graph_without_audio_vision(model, exports)
 # ----------------------------------------------------------------------------- predictor
 def test_predictor_tokenizes_like_training_and_pads_frames(model, exports):
     from mmsenti.data.batch import SentimentCollator
-    from mmsenti.models.pretrained import load_pretrained
+    from mmsenti.pretrained import load_pretrained
 
     pred = Predictor.load(exports["fused"], threads=1)
     rng = np.random.default_rng(0)
@@ -155,7 +155,7 @@ def test_predictor_runs_without_torch(exports):
         "import sys, json\n"
         "sys.modules['torch'] = None  # any 'import torch' now raises\n"
         "import numpy as np\n"
-        "from mmsenti.export.predictor import Predictor\n"
+        "from mmsenti.runtime.predictor import Predictor\n"
         f"p = Predictor.load({str(exports['fused'])!r}, threads=1)\n"
         "out = p.predict(['a wonderful film', 'awful'], audio=[np.ones((3, 74), np.float32), None])\n"
         "print(json.dumps({'score': out['score'].tolist(), 'torch': 'torch' in sys.modules and sys.modules['torch'] is not None}))\n"
@@ -179,7 +179,7 @@ def int8_dynamic(exports) -> tuple[Path, dict]:
 
 
 def test_int8_dynamic_agrees_with_fp32_on_a_fixed_batch(model, exports, int8_dynamic):
-    from mmsenti.export.runtime import make_session
+    from mmsenti.runtime.session import make_session
 
     src = exports["fused"] / "model.onnx"
     path, info = int8_dynamic
@@ -196,7 +196,7 @@ def test_int8_dynamic_agrees_with_fp32_on_a_fixed_batch(model, exports, int8_dyn
 
 def test_fp16_conversion_runs_and_agrees(exports, tmp_path):
     from mmsenti.export.quantize import convert_fp16
-    from mmsenti.export.runtime import make_session
+    from mmsenti.runtime.session import make_session
 
     convert_fp16(exports["text_only"] / "model.onnx", tmp_path / "fp16.onnx")
     feeds = {"input_ids": np.array([[101, 2023, 3185, 2001, 2307, 102]]), "attention_mask": np.ones((1, 6), np.int64)}
@@ -303,7 +303,7 @@ def test_staged_folder_replaces_only_on_success(tmp_path):
 
 def test_parity_failure_is_loud(model, exports):
     from mmsenti.export.onnx_export import check_parity
-    from mmsenti.export.runtime import make_session
+    from mmsenti.runtime.session import make_session
 
     other = copy.deepcopy(model)
     with torch.no_grad():
@@ -316,7 +316,7 @@ def test_parity_failure_is_loud(model, exports):
 # ----------------------------------------------------------------------------- TensorRT boundary
 def test_tensorrt_missing_gives_one_clear_line(tmp_path, capsys):
     from mmsenti.cli import main
-    from mmsenti.export.tensorrt import tensorrt_status
+    from mmsenti.runtime.tensorrt import tensorrt_status
 
     if tensorrt_status()["tensorrt"]:
         pytest.skip("TensorRT is installed here")
@@ -328,7 +328,8 @@ def test_tensorrt_missing_gives_one_clear_line(tmp_path, capsys):
 
 
 def test_tensorrt_builder_and_runner_fail_clearly(exports, tmp_path):
-    from mmsenti.export.tensorrt import ProfileSpec, TensorRTRunner, build_engine, tensorrt_status
+    from mmsenti.export.tensorrt import build_engine
+    from mmsenti.runtime.tensorrt import ProfileSpec, TensorRTRunner, tensorrt_status
 
     if tensorrt_status()["tensorrt"]:
         pytest.skip("TensorRT is installed here")
@@ -342,7 +343,7 @@ def test_tensorrt_builder_and_runner_fail_clearly(exports, tmp_path):
 
 
 def test_tensorrt_profiles_and_ort_ep_options_from_config(exports):
-    from mmsenti.export.tensorrt import ProfileSpec, ort_tensorrt_options, profile_shapes
+    from mmsenti.runtime.tensorrt import ProfileSpec, ort_tensorrt_options, profile_shapes
 
     manifest = read_manifest(exports["fused"])
     spec = ProfileSpec.from_config({"batch": [1, 8, 64], "seq": [1, 32, 64], "frames": [1, 50, 400]})
@@ -360,7 +361,8 @@ def test_tensorrt_profiles_and_ort_ep_options_from_config(exports):
 def test_graphs_hold_only_ops_tensorrt_parses(model, exports, int8_dynamic, tmp_path):
     """fp32 and Q/DQ INT8 graphs are TensorRT-ready; ORT's dynamic INT8 graph is not (and says so)."""
     from mmsenti.export.quantize import pad_to_common_shape, quantize_static_int8
-    from mmsenti.export.tensorrt import ProfileSpec, check_onnx_for_tensorrt, fit_to_profile
+    from mmsenti.export.tensorrt import check_onnx_for_tensorrt
+    from mmsenti.runtime.tensorrt import ProfileSpec, fit_to_profile
 
     fp32 = exports["fused"] / "model.onnx"
     check = check_onnx_for_tensorrt(fp32)

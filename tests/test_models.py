@@ -118,7 +118,7 @@ def test_pretrained_weights_are_real():
     """The default encoder is the packaged MiniLM-L6, not a random initialisation."""
     from transformers import AutoTokenizer
 
-    from mmsenti.models.pretrained import resolve_pretrained
+    from mmsenti.pretrained import resolve_pretrained
 
     net = SentimentModel(SentimentModelConfig(modalities=["text"], fusion={"name": "text_only"}))
     tok = AutoTokenizer.from_pretrained(resolve_pretrained("minilm_l6"))
@@ -144,7 +144,7 @@ def test_bad_modalities_rejected():
 
 def test_offline_hub_id_gives_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from mmsenti.models.pretrained import load_pretrained
+    from mmsenti.pretrained import load_pretrained
 
     with pytest.raises(MmsentiError, match="could not load"):
         load_pretrained("some-org/definitely-not-cached-model", "model")

@@ -31,6 +31,7 @@ from torch import nn
 
 from mmsenti.errors import MmsentiError
 from mmsenti.models.attention import TransformerEncoderLayer
+from mmsenti.models.checkpoint import describe_mismatch, read_checkpoint, state_dict_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -287,31 +288,6 @@ def structure_report(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOP
     }
 
 
-def shrink_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
-    """Resize ``nn.Linear`` layers of ``model`` to the (smaller) shapes a checkpoint holds.
-
-    Lets a checkpoint saved *after* shrinking load into a freshly built model. Returns the number
-    of layers resized.
-    """
-    resized = 0
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Linear) or f"{name}.weight" not in state:
-            continue
-        shape = tuple(state[f"{name}.weight"].shape)
-        if shape == tuple(module.weight.shape):
-            continue
-        if shape[0] > module.out_features or shape[1] > module.in_features:
-            raise MmsentiError(f"checkpoint layer {name} is larger {shape} than the model's {tuple(module.weight.shape)}")
-        new = nn.Linear(shape[1], shape[0], bias=module.bias is not None)
-        _set(model, name, new)
-        resized += 1
-    for _, module in model.named_modules():  # HF self-attention: head counts follow the value width
-        if all(hasattr(module, k) for k in ("value", "attention_head_size", "num_attention_heads")):
-            n = module.value.out_features // module.attention_head_size
-            module.num_attention_heads, module.all_head_size = n, n * module.attention_head_size
-    return resized
-
-
 # ----------------------------------------------------------------------------- fine-tuning callback
 def load_init_weights(pl_module: L.LightningModule, ckpt_path: str | None) -> None:
     """Start pruning from a trained checkpoint's weights (prune a fine-tuned model, then fine-tune).
@@ -325,12 +301,12 @@ def load_init_weights(pl_module: L.LightningModule, ckpt_path: str | None) -> No
 
     if not Path(ckpt_path).is_file():
         raise MmsentiError(f"compression.init_from={ckpt_path}: no such checkpoint")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    missing, unexpected = pl_module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-    if missing or unexpected:
+    state = read_checkpoint(ckpt_path, "compression.init_from")["state_dict"]
+    problem = describe_mismatch(state_dict_mismatch(pl_module.state_dict(), state))
+    if problem:
         raise MmsentiError(f"compression.init_from={ckpt_path} does not match the configured model "
-                           f"(missing {missing[:3]}, unexpected {unexpected[:3]}); use the overrides it was trained with")
+                           f"({problem}); use the overrides it was trained with")
+    pl_module.load_state_dict(state, strict=False)
     log.info("pruning starts from the weights of %s", ckpt_path)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mmsenti.text import check_normalization, normalize_text
+
 
 @dataclass
 class SentimentBatch:
@@ -58,17 +60,23 @@ def pad_frames(seqs: list[np.ndarray | None], dim: int, max_len: int | None = No
 
 
 class SentimentCollator:
-    """Tokenises text and pads audio/vision into a :class:`SentimentBatch`."""
+    """Normalises and tokenises text, pads audio/vision into a :class:`SentimentBatch`.
 
-    def __init__(self, tokenizer, audio_dim: int, vision_dim: int, max_text_len: int = 64, max_frames: int | None = None):
+    ``text_normalization``: the model's rule (:func:`mmsenti.text.normalize_text`), the same one the
+    runtime applies to an export's input.
+    """
+
+    def __init__(self, tokenizer, audio_dim: int, vision_dim: int, max_text_len: int = 64, max_frames: int | None = None,
+                 text_normalization: str = "none"):
         self.tokenizer = tokenizer
+        self.text_normalization = check_normalization(text_normalization, "data.text_normalization")
         self.audio_dim = audio_dim
         self.vision_dim = vision_dim
         self.max_text_len = max_text_len
         self.max_frames = max_frames
 
     def __call__(self, samples: list[dict]) -> SentimentBatch:
-        texts = [s.get("text") or "" for s in samples]
+        texts = [normalize_text(s.get("text"), self.text_normalization) for s in samples]
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt")
         audio, audio_mask = pad_frames([s.get("audio") for s in samples], self.audio_dim, self.max_frames)
         vision, vision_mask = pad_frames([s.get("vision") for s in samples], self.vision_dim, self.max_frames)

@@ -3,8 +3,8 @@ maps) train a smaller or text-only student.
 
 * :mod:`~mmsenti.distill.losses` — the loss terms, each a plain function of tensors;
 * :mod:`~mmsenti.distill.cache` — teacher soft targets computed once per dataset and cached on disk;
-* :mod:`~mmsenti.distill.students` — student text backbones (a BiLSTM over the teacher's word
-  embeddings); the shallower layer-initialised transformer is ``model.text_encoder.keep_layers``;
+* student text backbones live with the other models (:mod:`mmsenti.models.students`: a BiLSTM over
+  the teacher's word embeddings); the shallower layer-initialised transformer is ``model.text_encoder.keep_layers``;
 * :mod:`~mmsenti.distill.module` — the LightningModule (``DistillSentimentLitModule``): the
   ordinary :class:`~mmsenti.training.lit_module.SentimentLitModule` plus a ``task`` switch
   (regression | classification) and an optional frozen teacher; for a fused teacher and a

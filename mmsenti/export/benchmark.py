@@ -47,7 +47,7 @@ def cpu_model() -> str:
 
 
 def hardware(threads: int) -> dict[str, Any]:
-    from mmsenti.export.runtime import default_threads
+    from mmsenti.runtime.session import default_threads
 
     return {"cpu": cpu_model(), "machine": platform.machine(), "cores_available": default_threads(),
             "threads": threads, "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
@@ -106,7 +106,7 @@ class Variant:
 def engine_variant(folder: str | Path, threads: int, seq: int, frames: int, name: str | None = None,
                    spin: bool = False, optimization: str = "all", seed: int = 0) -> Variant:
     """An export folder run through :class:`Predictor`'s engine with fixed synthetic inputs."""
-    from mmsenti.export.predictor import Predictor
+    from mmsenti.runtime.predictor import Predictor
 
     pred = Predictor.load(folder, threads=threads, spin=spin, optimization=optimization)
     m = pred.manifest
@@ -174,7 +174,7 @@ def run_benchmark(variants: list[Variant], batches: list[int], runs: int = 200, 
 
     ``mode``: ``interleaved`` (round-robin, the default) or ``blocks`` (each variant on its own).
     """
-    from mmsenti.export.manifest import library_versions, utc_now
+    from mmsenti.runtime.manifest import library_versions, utc_now
 
     if not variants:
         raise MmsentiError("nothing to benchmark")

@@ -77,11 +77,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------- export
-def datamodule_from_checkpoint(ckpt: dict[str, Any], data_root: str | None = None):
-    """Rebuild the checkpoint's datamodule (``data_root`` overrides where its data lives)."""
+def datamodule_from_checkpoint(data_config: dict[str, Any], data_root: str | None = None):
+    """Rebuild a checkpoint's datamodule from its ``LoadedCheckpoint.data_config`` (``data_root`` overrides
+    where its data lives)."""
     from mmsenti.data.datamodule import SentimentDataModule
 
-    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    hp = dict(data_config or {})
     if not hp:
         raise MmsentiError("the checkpoint records no datamodule; pass --data-root or --no-data")
     if data_root:
@@ -96,7 +97,7 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any], data_root: str | None = Non
 def _export(args: argparse.Namespace) -> int:
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
     from mmsenti.export.quantize import DEFAULT_EXCLUDE
-    from mmsenti.export.wrapper import load_checkpoint_model
+    from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
     _quiet_libraries()
     opts = ExportOptions(format=args.format, variant=args.variant, precision=args.precision, opset=args.opset,
@@ -107,15 +108,16 @@ def _export(args: argparse.Namespace) -> int:
                          tensorrt_profile=json.loads(args.profile) if args.profile else {}, overwrite=args.overwrite)
     opts.validate()
     if opts.format == "tensorrt":  # the clear message first, before loading anything
-        from mmsenti.export.tensorrt import import_tensorrt
+        from mmsenti.runtime.tensorrt import import_tensorrt
 
         import_tensorrt()
-    model, ckpt = load_checkpoint_model(args.ckpt)
+    loaded = load_sentiment_checkpoint(args.ckpt)
+    model = loaded.model
     out = Path(args.out) if args.out else Path("export") / f"{_run_name(args.ckpt)}_{args.variant}_{args.precision}"
     datamodule = None
     if not args.no_data:
         try:
-            datamodule = datamodule_from_checkpoint(ckpt, args.data_root)
+            datamodule = datamodule_from_checkpoint(loaded.data_config, args.data_root)
         except MmsentiError as err:
             needs_data = opts.precision == "int8" and (opts.quantization == "static" or opts.format == "tensorrt")
             if needs_data:
@@ -178,7 +180,7 @@ def _bench(args: argparse.Namespace) -> int:
     # torch's OpenMP workers must not spin between calls either (set before torch is imported)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from mmsenti.export.benchmark import engine_variant, run_benchmark, summary_table
-    from mmsenti.export.runtime import default_threads
+    from mmsenti.runtime.session import default_threads
 
     batches = parse_batches(args.batch)
     threads = args.threads or default_threads()
@@ -187,16 +189,16 @@ def _bench(args: argparse.Namespace) -> int:
         variants.append(engine_variant(folder, threads, args.seq, args.frames, spin=args.spin))
     if args.against:
         from mmsenti.export.benchmark import eager_variant
-        from mmsenti.export.wrapper import load_checkpoint_model
+        from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
         _quiet_libraries()
-        model, _ = load_checkpoint_model(args.against)
+        model = load_sentiment_checkpoint(args.against, what="--against").model
         graph = variants[0].info.get("variant", "fused") if variants else "fused"
         variants.insert(0, eager_variant(model, threads, args.seq, args.frames, variant=graph, info={"path": args.against}))
     report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames,
                            mode="blocks" if args.blocks else "interleaved")
     if args.out:
-        from mmsenti.export.manifest import write_json_atomic
+        from mmsenti.runtime.manifest import write_json_atomic
 
         write_json_atomic(args.out, report)
     if args.json:

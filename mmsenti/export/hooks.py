@@ -29,12 +29,12 @@ def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Pa
     from mmsenti.export import DEFAULT_OPSET
     from mmsenti.export.pipeline import ExportOptions, checkpoint_source, export_model
     from mmsenti.export.quantize import DEFAULT_EXCLUDE
-    from mmsenti.export.wrapper import load_checkpoint_model
+    from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
     out: dict[str, Any] = {}
     model = lit_module.net
     if best_ckpt and Path(best_ckpt).is_file():
-        model, _ = load_checkpoint_model(best_ckpt)  # export what the metrics describe: the best checkpoint
+        model = load_sentiment_checkpoint(best_ckpt).model  # export what the metrics describe: the best checkpoint
     if cfg.get("compression"):
         out["compression"] = {"config": OmegaConf.to_container(cfg.compression, resolve=True), **compression_summary(model)}
     export_cfg = cfg.get("export")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmsenti.errors import MmsentiError
 from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
-from mmsenti.export.manifest import (
+from mmsenti.runtime.manifest import (
     SCHEMA_VERSION, file_entries, library_versions, sha256_file, staged_folder, utc_now, write_manifest)
 from mmsenti.export.quantize import DEFAULT_EXCLUDE
 
@@ -74,7 +74,7 @@ def prepare_model(model, shrink: bool = True, compressed_size: bool = False) -> 
 
 def save_tokenizer(pretrained: str, folder: Path, max_length: int) -> dict[str, Any]:
     """The training tokenizer as ``tokenizer.json`` (+ vocab/config) for the torch-free runtime."""
-    from mmsenti.models.pretrained import load_pretrained
+    from mmsenti.pretrained import load_pretrained
 
     tok = load_pretrained(pretrained, "tokenizer")
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,14 +99,14 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
     """Export ``model`` (a :class:`SentimentModel`) to ``out_dir``; returns the manifest written there."""
     from mmsenti.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, metric_drift, onnx_ops
     from mmsenti.export.quantize import calibration_feeds, convert_fp16, quantize_dynamic_int8, quantize_static_int8
-    from mmsenti.export.runtime import make_session
+    from mmsenti.runtime.session import make_session
     from mmsenti.export.wrapper import ExportWrapper
 
     opts = options or ExportOptions()
     opts.validate()
     out_dir = Path(out_dir)
     if opts.format == "tensorrt":  # fail before anything is written when TensorRT cannot run here
-        from mmsenti.export.tensorrt import import_tensorrt
+        from mmsenti.runtime.tensorrt import import_tensorrt
 
         import_tensorrt()
     if opts.precision == "int8" and (opts.quantization == "static" or opts.format == "tensorrt") and datamodule is None:
@@ -137,16 +137,22 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
         else:
             quant = quantize_dynamic_int8(fp32, onnx_file, per_channel=opts.per_channel, exclude=opts.exclude)
 
-        engine_file, tensorrt_info = onnx_file, None
-        if opts.format == "tensorrt":
-            from mmsenti.export.tensorrt import ProfileSpec, TensorRTRunner, build_engine
+        # the TensorRT profile of this export, recorded for every format: the TensorRT builder uses it
+        # here, ORT's TensorRT EP reads it back from the manifest (mmsenti.runtime.tensorrt.manifest_profile)
+        from mmsenti.runtime.tensorrt import ProfileSpec
 
-            profile = ProfileSpec.from_config(opts.tensorrt_profile or
-                                              {"batch": [1, 8, 64], "seq": [1, 32, max_text_len], "frames": [1, 50, 400]})
+        profile = (ProfileSpec.from_config(opts.tensorrt_profile) if opts.tensorrt_profile
+                   else ProfileSpec.for_text_len(max_text_len))
+        engine_file, tensorrt_info = onnx_file, {"profile": {k: list(v) for k, v in profile.axes().items()}}
+        if opts.format == "tensorrt":
+            from mmsenti.export.tensorrt import build_engine
+            from mmsenti.runtime.tensorrt import TensorRTRunner
+
             engine_file = stage / "model.engine"
-            tensorrt_info = build_engine(onnx_file, engine_file, opts.precision, inputs, profile,
-                                         timing_cache=opts.timing_cache or (stage / "timing.cache"), calibration=calib)
-            tensorrt_info["profile_spec"] = {k: list(v) for k, v in profile.axes().items()}
+            tensorrt_info.update(build_engine(onnx_file, engine_file, opts.precision, inputs, profile,
+                                              timing_cache=opts.timing_cache or (stage / "timing.cache"), calibration=calib))
+            tensorrt_info["profile_shapes"] = tensorrt_info.pop("profile")  # per input: [min, opt, max] shapes
+            tensorrt_info["profile"] = {k: list(v) for k, v in profile.axes().items()}
             runner = TensorRTRunner(engine_file, [o["name"] for o in outputs])
             session = _RunnerSession(runner, [i["name"] for i in inputs])
         else:
@@ -185,7 +191,9 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
             "source": {**(source or {}), "model_config": model.config.to_dict()},
             "compression": compression,
             "export": {**export_info, "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()}},
-            "tensorrt": tensorrt_info or {},
+            "tensorrt": tensorrt_info,
+            "task": model.config.task,
+            "text": {"normalization": model.config.text_normalization},
             "parity": parity,
             "metrics": {"source_run": (source or {}).get("run_metrics", {}), "engine": engine_metrics},
             "data": _datamodule_facts(datamodule),

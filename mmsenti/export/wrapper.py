@@ -10,8 +10,8 @@ TensorRT bind by name), plain tensors out. Two graphs come from the same module:
   with ``modalities=[text]`` (``experiment=mosi_text_fast``, or a distilled student) gives the
   true fast-path graph with no frame branches at all.
 
-Also here: loading a model back from a Lightning checkpoint (with structured-pruned shapes), and
-example inputs for tracing and parity checks.
+Also here: example inputs for tracing and parity checks. Checkpoints are loaded by the one loader,
+:func:`mmsenti.models.checkpoint.load_sentiment_checkpoint`.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ from torch import nn
 
 from mmsenti.errors import MmsentiError
 from mmsenti.export import VARIANTS
-from mmsenti.models import SentimentModel, SentimentModelConfig
+from mmsenti.models import SentimentModel
 
 FRAME_MODALITIES = ("audio", "vision")
 MAX_FRAMES = 4096  # SinusoidalPositions' table length
 
 
 class ExportWrapper(nn.Module):
-    def __init__(self, model: SentimentModel, variant: str = "fused", with_logits_7: bool = True):
+    def __init__(self, model: SentimentModel, variant: str = "fused", with_logits_7: bool = True, traceable: bool = True):
+        """``traceable=False``: the wrapper only runs eagerly (no ONNX export), so any module is fine."""
         super().__init__()
         if variant not in VARIANTS:
             raise MmsentiError(f"--variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        lstm = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
+        lstm = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)] if traceable else []
         if lstm:  # packed sequences (pack_padded_sequence) do not trace under torch.export
             raise MmsentiError(f"the lstm frame encoder ({lstm[0]}) cannot be exported: its packed sequences do not trace "
                                "under the dynamo exporter; train deployable models with the conv_transformer encoders")
@@ -137,45 +138,7 @@ def torch_outputs(wrapper: ExportWrapper, feeds: dict[str, np.ndarray]) -> list[
     return [o.float().numpy() for o in out]
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def model_config_from_hparams(hparams: dict[str, Any]) -> SentimentModelConfig:
-    keys = set(SentimentModelConfig.__dataclass_fields__)
-    cfg = {k: v for k, v in hparams.items() if k in keys}
-    if hparams.get("aux_7class_weight", 0) > 0:
-        cfg["aux_7class"] = True
-    return SentimentModelConfig.from_dict(cfg)
-
-
-def load_checkpoint_model(ckpt_path: str | Path) -> tuple[SentimentModel, dict[str, Any]]:
-    """Rebuild the :class:`SentimentModel` a Lightning checkpoint was trained as, with its weights.
-
-    Structured-pruned checkpoints (smaller matrices) are handled: the model is shrunk to the
-    checkpoint's shapes before loading. Returns ``(model in eval mode, checkpoint dict)``.
-    """
-    from mmsenti.compression.structured import shrink_to_state_dict
-
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise MmsentiError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hparams = dict(ckpt["hyper_parameters"])
-        state = ckpt["state_dict"]
-    except Exception as err:
-        raise MmsentiError(f"{path}: not a readable mmsenti checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
-    config = model_config_from_hparams(hparams)
-    model = SentimentModel(config)
-    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    if not net_state:
-        raise MmsentiError(f"{path}: no 'net.' weights; not a SentimentLitModule checkpoint")
-    shrink_to_state_dict(model, net_state)
-    missing, unexpected = model.load_state_dict(net_state, strict=False)
-    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-    if missing or unexpected:
-        raise MmsentiError(f"{path} does not match its own model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.eval(), ckpt
-
-
+# ----------------------------------------------------------------------------- run metrics
 def run_metrics_for(ckpt_path: str | Path) -> dict[str, Any]:
     """The metrics.json of the run a checkpoint came from (``<run>/checkpoints/x.ckpt``), if any."""
     path = Path(ckpt_path).resolve().parent.parent / "metrics.json"
@@ -186,3 +149,46 @@ def run_metrics_for(ckpt_path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return {k: report[k] for k in ("val", "test") if k in report}
+
+
+# ----------------------------------------------------------------------------- eager runtime
+class EagerRunner:
+    """Runs the PyTorch model behind the runtime :class:`~mmsenti.runtime.predictor.Predictor` interface."""
+
+    def __init__(self, wrapper: ExportWrapper):
+        self.wrapper = wrapper.eval()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return torch_outputs(self.wrapper, feeds)
+
+
+def eager_predictor(model: SentimentModel, max_text_len: int = 64, name: str = "eager", variant: str = "fused"):
+    """The one runtime :class:`~mmsenti.runtime.predictor.Predictor` over an in-memory PyTorch model.
+
+    Same tokenizer (the training tokenizer's fast form, truncated at ``max_text_len``), the same text
+    normalisation, input conventions and result dict as an exported engine: ``mmsenti predict`` on a
+    checkpoint and the parity tests go through it.
+    """
+    from tokenizers import Tokenizer
+
+    from mmsenti.pretrained import load_pretrained
+    from mmsenti.runtime.predictor import Predictor
+
+    wrapper = ExportWrapper(model.eval(), variant, traceable=False)
+    inputs, outputs = wrapper.io_spec()
+    hf = load_pretrained(model.config.text_encoder.get("pretrained", "minilm_l6"), "tokenizer")
+    if not getattr(hf, "is_fast", False):
+        raise MmsentiError(f"tokenizer of {model.config.text_encoder.get('pretrained')!r} has no fast form; the runtime needs one")
+    tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    tok.enable_truncation(max_length=int(max_text_len))
+    tok.enable_padding(pad_id=int(hf.pad_token_id or 0), pad_token=str(hf.pad_token or "[PAD]"), direction="right")
+    dims = model.frame_dims
+    manifest = {
+        "name": name, "format": "eager", "variant": variant, "precision": "fp32", "modalities": wrapper.modalities,
+        "inputs": inputs, "outputs": outputs, "task": model.config.task,
+        "text": {"normalization": model.config.text_normalization},
+        "features": {m: {"dim": int(dims[m])} for m in wrapper.frame_modalities},
+        "tokenizer": {"max_length": int(max_text_len), "pad_id": int(hf.pad_token_id or 0)},
+    }
+    return Predictor(None, manifest, EagerRunner(wrapper), tok)

@@ -13,8 +13,8 @@ word's interval, so every word needs a time span:
   back to back. Extraction and ``mmsenti predict`` use this same rule, so a model sees the same
   kind of alignment at training and at prediction time.
 
-Tokens: the text lower-cased (MOSI transcripts are), split on white space, with punctuation
-stripped from both ends of each token (inner apostrophes and hyphens kept: ``don't``, ``so-so``).
+Tokens: :func:`mmsenti.text.transcript_words`, the ``transcript`` normalisation rule (lower-cased,
+as MOSI transcripts are, split on white space, punctuation stripped from both ends of each token).
 An empty transcript gives no words and a warning (the segment is then text-less).
 """
 
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmsenti.errors import MmsentiError
+from mmsenti.text import transcript_words as tokenize  # the one transcript rule (mmsenti.text)
 
 from .features import FrameFeatures
 
@@ -36,7 +36,6 @@ __all__ = ["Transcript", "align_transcript", "read_word_timestamps", "speech_spa
 
 SPEECH_FLOOR_DB = -60.0
 SPEECH_RANGE_DB = 35.0
-_EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$", re.UNICODE)
 
 
 @dataclass
@@ -51,16 +50,6 @@ class Transcript:
     @property
     def text(self) -> str:
         return " ".join(self.words)
-
-
-def tokenize(text: str | None) -> list[str]:
-    """Lower-cased tokens with edge punctuation stripped (see the module docstring)."""
-    out = []
-    for raw in (text or "").lower().split():
-        token = _EDGE_PUNCT.sub("", raw)
-        if token:
-            out.append(token)
-    return out
 
 
 def speech_span(audio: FrameFeatures | None, duration: float) -> tuple[float, float]:

@@ -4,7 +4,7 @@
   package) and can freeze it, fine-tune it fully, or fine-tune only its top k layers.
   ``keep_layers`` keeps only some of its transformer layers (a DistilBERT-style shallower student:
   ``[0, 2, 4]`` of MiniLM-L6 is MiniLM-L3); ``architecture`` other than ``hf`` builds a registered
-  ``text_backbone`` instead (the distillation students, e.g. ``bilstm`` over the word embeddings).
+  ``text_backbone`` instead (:mod:`mmsenti.models.students`, e.g. ``bilstm`` over the word embeddings).
 * Sequence encoders turn frame features ``[B, T, D]`` (audio prosody, facial expression) with a
   boolean mask into ``[B, T, d_model]``. They are registered by name (``conv_transformer``,
   ``lstm``) so a config picks one.
@@ -19,7 +19,7 @@ from torch import nn
 
 from mmsenti.errors import MmsentiError
 from mmsenti.models.attention import TransformerEncoder, TransformerEncoderLayer
-from mmsenti.models.pretrained import load_pretrained
+from mmsenti.pretrained import load_pretrained
 from mmsenti.registry import build, register
 
 
@@ -27,14 +27,18 @@ class TextEncoder(nn.Module):
     """A pretrained transformer encoder over token ids; returns token states ``[B, L, H]``."""
 
     def __init__(self, pretrained: str = "minilm_l6", finetune: str = "top_k", top_k: int = 2,
-                 keep_layers: list[int] | None = None, architecture: str = "hf", backbone_options: dict | None = None):
+                 keep_layers: list[int] | None = None, architecture: str = "hf", backbone_options: dict | None = None,
+                 pretrained_weights: bool = True):
+        """``pretrained_weights=False`` builds the backbone from its config alone (random weights; for a
+        checkpoint that holds every tensor, :mod:`mmsenti.models.checkpoint`)."""
         super().__init__()
         if architecture == "hf":
-            self.backbone = load_pretrained(pretrained, "model")
+            self.backbone = load_pretrained(pretrained, "model" if pretrained_weights else "architecture")
         else:
-            from mmsenti.distill import students  # noqa: F401  (registers the student text backbones)
+            from mmsenti.models import students  # noqa: F401  (registers the student text backbones)
 
-            self.backbone = build("text_backbone", architecture, pretrained=pretrained, **(backbone_options or {}))
+            self.backbone = build("text_backbone", architecture, pretrained=pretrained,
+                                  pretrained_weights=pretrained_weights, **(backbone_options or {}))
         if keep_layers is not None:
             keep_encoder_layers(self.backbone, keep_layers)
         self.hidden_size = int(self.backbone.config.hidden_size)

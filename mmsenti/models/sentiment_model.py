@@ -18,9 +18,11 @@ from mmsenti.errors import MmsentiError
 from mmsenti.models import encoders, fusion  # noqa: F401  (importing registers the components)
 from mmsenti.models.encoders import TextEncoder
 from mmsenti.registry import build
+from mmsenti.text import check_normalization
 
 MODALITIES = ("text", "audio", "vision")
 NUM_CLASSES_7 = 7  # sentiment classes -3..3 (MOSI Acc-7)
+TASKS = ("regression", "classification")
 
 
 @dataclass
@@ -35,8 +37,16 @@ class SentimentModelConfig:
     head_dropout: float = 0.1
     aux_7class: bool = False
     modality_dropout: float = 0.0  # per-sample probability of hiding audio/vision while training
+    # regression (MOSI): score = 3·tanh(raw/3), bounded to [-3, 3]; classification (SST-2): score is
+    # the unbounded logit of p(positive) (a bounded logit would cap p at σ(3) = 0.95)
+    task: str = "regression"
+    # how text is normalised before tokenising (mmsenti.text): applied in training, eval, export, serving
+    text_normalization: str = "none"
 
     def __post_init__(self) -> None:
+        check_normalization(self.text_normalization, "model.text_normalization")
+        if self.task not in TASKS:
+            raise MmsentiError(f"model.task={self.task!r}; choose one of {list(TASKS)}")
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or "text" not in self.modalities:
             raise MmsentiError(f"model.modalities={self.modalities}: must include 'text' and only {list(MODALITIES)}")
@@ -52,7 +62,7 @@ class SentimentModelConfig:
 
 @dataclass
 class SentimentOutput:
-    score: torch.Tensor  # [B] sentiment in [-3, 3]
+    score: torch.Tensor  # [B] sentiment in [-3, 3] (regression) or the logit of p(positive) (classification)
     logits_7: torch.Tensor | None = None  # [B, 7] auxiliary class logits
     pooled: torch.Tensor | None = None  # [B, F] fused utterance vector (for distillation)
 
@@ -79,11 +89,12 @@ class FeatureNormalizer(nn.Module):
 
 
 class SentimentModel(nn.Module):
-    def __init__(self, config: SentimentModelConfig):
+    def __init__(self, config: SentimentModelConfig, pretrained_weights: bool = True):
+        """``pretrained_weights=False``: the text backbone from its config only (a checkpoint brings the weights)."""
         super().__init__()
         self.config = config
         self.modalities = list(config.modalities)
-        self.text_encoder = TextEncoder(**config.text_encoder)
+        self.text_encoder = TextEncoder(**config.text_encoder, pretrained_weights=pretrained_weights)
         input_dims = {"text": self.text_encoder.hidden_size}
         self.normalizers = nn.ModuleDict()
         self.frame_encoders = nn.ModuleDict()
@@ -132,6 +143,7 @@ class SentimentModel(nn.Module):
             masks[m] = mask
         pooled = self.fusion(states, masks)
         raw = self.head(pooled).squeeze(-1)
-        score = 3.0 * torch.tanh(raw / 3.0)  # bounded to the MOSI range, ~identity near 0
+        # regression: bounded to the MOSI range, ~identity near 0; classification: the logit itself
+        score = 3.0 * torch.tanh(raw / 3.0) if self.config.task == "regression" else raw
         logits_7 = self.head_7(pooled) if self.head_7 is not None else None
         return SentimentOutput(score=score, logits_7=logits_7, pooled=pooled)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
-from mmsenti.models.pretrained import load_pretrained
+from mmsenti.pretrained import load_pretrained
 from mmsenti.registry import register
 
 
@@ -36,14 +36,19 @@ class BiLSTMTextBackbone(nn.Module):
     """
 
     def __init__(self, pretrained: str = "minilm_l6", hidden_size: int = 300, num_layers: int = 1,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, pretrained_weights: bool = True):
         super().__init__()
         if hidden_size % 2:
             raise MmsentiError(f"bilstm hidden_size must be even (two directions), got {hidden_size}")
-        source = load_pretrained(pretrained, "model")
-        table = source.get_input_embeddings().weight.detach().clone()
-        pad = getattr(source.config, "pad_token_id", None)
-        del source
+        if pretrained_weights:
+            source = load_pretrained(pretrained, "model")
+            table = source.get_input_embeddings().weight.detach().clone()
+            pad = getattr(source.config, "pad_token_id", None)
+            del source
+        else:  # shapes only: a checkpoint brings the trained table
+            config = load_pretrained(pretrained, "config")
+            table = torch.zeros(config.vocab_size, config.hidden_size)
+            pad = getattr(config, "pad_token_id", None)
         self.embeddings = nn.Embedding.from_pretrained(table, freeze=False, padding_idx=pad)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(table.shape[1], hidden_size // 2, num_layers, batch_first=True, bidirectional=True,

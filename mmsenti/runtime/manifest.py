@@ -1,7 +1,7 @@
 """``manifest.json``: what an exported engine is, and how to feed it.
 
 Every export folder holds one engine file, a ``tokenizer/`` folder and this manifest. The
-runtime (:mod:`mmsenti.export.predictor`) needs nothing else: inputs/outputs with shapes and
+runtime (:mod:`mmsenti.runtime.predictor`) needs nothing else: inputs/outputs with shapes and
 dtypes, the tokenizer and frame-feature specs, modalities, precision, opset, the source
 checkpoint's hash, metrics at export, parity figures and library versions.
 
@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export import FORMATS, MANIFEST_NAME, PRECISIONS, VARIANTS
 
 SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+VARIANTS = ("fused", "text_only")
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "tensorrt")
 
 # key -> type(s) the value must have; nested specs are checked separately below
 REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -1,15 +1,19 @@
-"""Torch-free runtime: load an export folder and score text (+ audio + vision features).
+"""The one runtime Predictor: load an export folder and score text (+ audio + vision features).
 
-::
+``mmsenti predict``, ``mmsenti serve``, the benchmarks and the stream job all score through this
+class. ::
 
-    from mmsenti.export.predictor import Predictor
+    from mmsenti.runtime import Predictor
 
     p = Predictor.load("export/fused_int8")                 # manifest.json + engine + tokenizer/
     out = p.predict(["i loved it", "dull and far too long"],
                     audio=[a0, None], vision=[v0, v1])     # per-sample [T, D] arrays, or None
     out["score"]      # float32 [B], sentiment in [-3, 3]
-    out["polarity"]   # ["positive" | "negative" | "neutral"] (sign of the score; |s| < 1e-6 is neutral)
+    out["polarity"]   # ["positive" | "negative" | "neutral"] (mmsenti.text.polarity: the sign; exactly 0 is neutral)
     out["class_7"]    # int [B] in -3..3 (round(clip(score)))
+
+Text is normalised with the model's own rule (the manifest's ``text.normalization``, the one the
+collator applied in training; :mod:`mmsenti.text`) before tokenising.
 
 Needs only numpy, onnxruntime (or TensorRT for ``.engine`` folders) and the ``tokenizers``
 library — never torch. Audio/vision may also be given pre-padded (``[B, T, D]`` arrays, with
@@ -27,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export.manifest import read_manifest
+from mmsenti.runtime.manifest import read_manifest
+from mmsenti.text import check_normalization, normalize_text, polarity
 
 FrameInput = Sequence[np.ndarray | None] | np.ndarray | None
 
@@ -93,6 +98,10 @@ class Predictor:
         self.input_names = [i["name"] for i in manifest["inputs"]]
         self.output_names = [o["name"] for o in manifest["outputs"]]
         self.feature_dims = {m: int(spec["dim"]) for m, spec in manifest.get("features", {}).items()}
+        # exports written before the rule was recorded took their text as given
+        self.text_normalization = check_normalization((manifest.get("text") or {}).get("normalization", "none"),
+                                                      "manifest text.normalization")
+        self.task = manifest.get("task", "regression")
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -107,15 +116,15 @@ class Predictor:
         manifest = read_manifest(folder)
         engine = folder / manifest["engine"]
         if manifest["format"] == "tensorrt":
-            from mmsenti.export.tensorrt import TensorRTRunner
+            from mmsenti.runtime.tensorrt import TensorRTRunner
 
             runner = TensorRTRunner(engine, [o["name"] for o in manifest["outputs"]])
         else:
-            from mmsenti.export.runtime import make_session
+            from mmsenti.runtime.session import make_session
 
             provider_options = None
             if device == "tensorrt":
-                from mmsenti.export.tensorrt import ort_tensorrt_options
+                from mmsenti.runtime.tensorrt import ort_tensorrt_options
 
                 provider_options = ort_tensorrt_options(manifest, cache_dir=folder / "trt_cache")
             runner = _OrtRunner(make_session(engine, threads=threads, spin=spin, device=device, optimization=optimization,
@@ -134,10 +143,14 @@ class Predictor:
         return [m for m in ("audio", "vision") if m in self.input_names]
 
     # ------------------------------------------------------------------ inputs
+    def normalize(self, text: str | None) -> str:
+        """``text`` as the model saw text in training (its normalisation rule)."""
+        return normalize_text(text, self.text_normalization)
+
     def encode_text(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         if isinstance(texts, str):
             raise MmsentiError("predict() takes a list of texts, not one string")
-        encodings = self.tokenizer.encode_batch([t or "" for t in texts])
+        encodings = self.tokenizer.encode_batch([self.normalize(t) for t in texts])
         return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
 
@@ -170,7 +183,7 @@ class Predictor:
         score = np.asarray(out["score"], dtype=np.float32).reshape(-1)
         result: dict[str, Any] = {
             "score": score,
-            "polarity": ["positive" if s > 1e-6 else "negative" if s < -1e-6 else "neutral" for s in score],
+            "polarity": [polarity(float(s)) for s in score],
             "class_7": np.rint(np.clip(score, -3, 3)).astype(np.int64),
         }
         if "logits_7" in out:

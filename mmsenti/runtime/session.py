@@ -14,7 +14,7 @@ Why each setting:
   engine's batch-1 time; the unfused Add + LayerNormalization is 7–12% faster end to end (fp32
   and INT8, batch 1 and 64; ``experiments/engines``);
 * execution providers — ``cpu``, ``cuda``, or ``tensorrt`` (ORT's TensorRT EP; see
-  :mod:`mmsenti.export.tensorrt` for its options), each with a clear error when unavailable.
+  :mod:`mmsenti.runtime.tensorrt` for its options), each with a clear error when unavailable.
 """
 
 from __future__ import annotations
