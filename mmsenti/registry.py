@@ -30,6 +30,16 @@ def available(kind: str) -> list[str]:
     return sorted(_REGISTRY.get(kind, {}))
 
 
+def lookup(kind: str, name: str) -> Any | None:
+    """The registered entry itself (a constructor or a description object), or ``None``."""
+    return _REGISTRY.get(kind, {}).get(name)
+
+
+def kinds() -> list[str]:
+    """Every kind something has registered under, sorted."""
+    return sorted(_REGISTRY)
+
+
 def build(kind: str, name: str, **kwargs: Any) -> Any:
     """Build a registered component by name, with a clear error for unknown names."""
     table = _REGISTRY.get(kind, {})

@@ -12,8 +12,9 @@ Two stages, so that training and checkpoints never see a changed architecture:
    rows are exactly zero. The function computed is unchanged (GELU(0) = ReLU(0) = 0, and a head
    with zero values contributes zero), the matrices are physically smaller.
 
-Covered: the HF text encoder (BERT-style ``intermediate``/``output`` FFN and self-attention
-heads), the MulT cross-modal blocks' FFNs and every transformer encoder layer's FFN (fusion
+Covered: the HF text encoder's FFNs and self-attention heads, for every architecture with an
+adapter (:mod:`mmsenti.models.adapters`: BERT/MiniLM, MPNet, DistilBERT; another is refused with
+one line), the MulT cross-modal blocks' FFNs and every transformer encoder layer's FFN (fusion
 self-attention, frame encoders: :class:`mmsenti.models.attention.TransformerEncoderLayer` or
 ``nn.TransformerEncoderLayer``). The small attention modules' heads are not pruned: their packed
 projection ties the head count to the model width.
@@ -30,6 +31,9 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.adapters import EncoderAdapter, adapter_for
+from mmsenti.models.adapters import get_path as _get
+from mmsenti.models.adapters import set_path as _set
 from mmsenti.models.attention import TransformerEncoderLayer
 from mmsenti.models.checkpoint import describe_mismatch, read_checkpoint, state_dict_mismatch
 
@@ -62,33 +66,22 @@ class FFNUnit:
 
 @dataclass
 class HeadUnit:
-    """The self-attention heads of one HF (BERT-style) layer."""
+    """The self-attention heads of one HF encoder layer (paths from its architecture adapter)."""
 
     name: str
-    attention: nn.Module  # BertAttention-like: .self.{query,key,value}, .output.dense
+    layer: nn.Module
+    adapter: EncoderAdapter
+
+    def proj(self, which: str) -> nn.Linear:  # query | key | value | out
+        return _get(self.layer, self.adapter.projections(self.layer)[which])
 
     @property
     def head_size(self) -> int:
-        return int(self.attention.self.attention_head_size)
+        return self.adapter.head_size(self.layer)
 
     @property
     def size(self) -> int:
-        return self.attention.self.value.out_features // self.head_size
-
-
-def _get(obj: nn.Module, path: str) -> Any:
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    return obj
-
-
-def _set(obj: nn.Module, path: str, value: nn.Module) -> None:
-    *head, last = path.split(".")
-    parent = _get(obj, ".".join(head)) if head else obj
-    if last.isdigit():
-        parent[int(last)] = value
-    else:
-        setattr(parent, last, value)
+        return self.proj("value").out_features // self.head_size
 
 
 def _in_scope(name: str, scope: tuple[str, ...] | list[str]) -> bool:
@@ -99,15 +92,24 @@ def find_units(model: nn.Module, scope: tuple[str, ...] | list[str] = SCOPES) ->
     """Every prunable FFN and head group inside ``model`` (a SentimentModel or a module holding one)."""
     ffn: list[FFNUnit] = []
     heads: list[HeadUnit] = []
+    hf_layers: dict[int, tuple[EncoderAdapter, nn.Module]] = {}
+    for name, module in model.named_modules():
+        if name.endswith("text_encoder") and hasattr(module, "backbone") and _in_scope(f"{name}.backbone", scope):
+            backbone = module.backbone
+            if not hasattr(getattr(backbone, "config", None), "model_type") or backbone.config.model_type == "bilstm":
+                continue  # no transformer layers: nothing structured to prune in the text encoder
+            adapter = adapter_for(backbone, "structured pruning of the text encoder")
+            for layer in adapter.layers(backbone):
+                hf_layers[id(layer)] = (adapter, layer)
     for name, module in model.named_modules():
         if not _in_scope(name, scope):
             continue
-        if hasattr(module, "intermediate") and hasattr(module, "output") and hasattr(module, "attention"):
-            if isinstance(getattr(module.intermediate, "dense", None), nn.Linear):  # an HF BERT-style layer
-                ffn.append(FFNUnit(f"{name}.ffn", module, "intermediate.dense", "output.dense"))
-                att = module.attention
-                if all(hasattr(att.self, k) for k in ("query", "key", "value", "attention_head_size")):
-                    heads.append(HeadUnit(f"{name}.heads", att))
+        if id(module) in hf_layers:
+            adapter, layer = hf_layers[id(module)]
+            up, down = adapter.ffn(layer)
+            ffn.append(FFNUnit(f"{name}.ffn", layer, up, down))
+            if adapter.head_pruning is None:
+                heads.append(HeadUnit(f"{name}.heads", layer, adapter))
         elif isinstance(module, (nn.TransformerEncoderLayer, TransformerEncoderLayer)):
             ffn.append(FFNUnit(f"{name}.ffn", module, "linear1", "linear2"))
         elif isinstance(getattr(module, "ff", None), nn.Sequential) and len(module.ff) == 4 \
@@ -128,14 +130,24 @@ def ffn_importance(unit: FFNUnit) -> torch.Tensor:
 @torch.no_grad()
 def head_importance(unit: HeadUnit) -> torch.Tensor:
     """Magnitude of each head: ||its value rows|| * ||its output columns|| + ||query/key rows||² terms."""
-    s, out = unit.attention.self, unit.attention.output.dense
+    out = unit.proj("out")
     hs, n = unit.head_size, unit.size
 
     def per_head(w: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(w.reshape(n, hs, -1), dim=(1, 2))
 
-    value = per_head(s.value.weight) * torch.linalg.vector_norm(out.weight.reshape(out.out_features, n, hs), dim=(0, 2))
-    return value * (per_head(s.query.weight) * per_head(s.key.weight)).sqrt()
+    value = per_head(unit.proj("value").weight) * torch.linalg.vector_norm(out.weight.reshape(out.out_features, n, hs), dim=(0, 2))
+    return value * (per_head(unit.proj("query").weight) * per_head(unit.proj("key").weight)).sqrt()
+
+
+def _check_head_pruning(model: nn.Module, scope: tuple[str, ...] | list[str]) -> None:
+    for name, module in model.named_modules():
+        if name.endswith("text_encoder") and hasattr(module, "backbone") and _in_scope(f"{name}.backbone", scope):
+            config = getattr(module.backbone, "config", None)
+            if getattr(config, "model_type", "bilstm") != "bilstm":
+                reason = adapter_for(module.backbone, "structured pruning").head_pruning
+                if reason:
+                    raise MmsentiError(f"compression.head_amount > 0: {reason}")
 
 
 def keep_mask(scores: torch.Tensor, amount: float, multiple_of: int = 1) -> torch.Tensor:
@@ -160,19 +172,20 @@ def zero_ffn(unit: FFNUnit, keep: torch.Tensor) -> None:
 
 @torch.no_grad()
 def zero_heads(unit: HeadUnit, keep: torch.Tensor) -> None:
-    s, out = unit.attention.self, unit.attention.output.dense
-    rows = (~keep).repeat_interleave(unit.head_size).to(s.value.weight.device)
-    for lin in (s.query, s.key, s.value):
+    rows = (~keep).repeat_interleave(unit.head_size).to(unit.proj("value").weight.device)
+    for lin in (unit.proj("query"), unit.proj("key"), unit.proj("value")):
         lin.weight[rows] = 0
         if lin.bias is not None:
             lin.bias[rows] = 0
-    out.weight[:, rows] = 0
+    unit.proj("out").weight[:, rows] = 0
 
 
 def compute_masks(model: nn.Module, ffn_amount: float = 0.0, head_amount: float = 0.0,
                   scope: tuple[str, ...] | list[str] = SCOPES, multiple_of: int = 1) -> dict[str, torch.Tensor]:
     """Keep-masks per unit name; zeroed units score 0, so masks only ever grow sparser."""
     ffn, heads = find_units(model, scope)
+    if head_amount > 0:
+        _check_head_pruning(model, scope)
     masks = {}
     if ffn_amount > 0:
         masks.update({u.name: keep_mask(ffn_importance(u), ffn_amount, multiple_of) for u in ffn})
@@ -228,7 +241,7 @@ def _dead_neurons(unit: FFNUnit) -> torch.Tensor:
 
 def _dead_heads(unit: HeadUnit) -> torch.Tensor:
     """Heads whose value rows and biases are exactly zero (they add nothing to the output)."""
-    v = unit.attention.self.value
+    v = unit.proj("value")
     alive = v.weight.detach().reshape(unit.size, unit.head_size, -1).ne(0).flatten(1).any(dim=1)
     if v.bias is not None:
         alive |= v.bias.detach().reshape(unit.size, unit.head_size).ne(0).any(dim=1)
@@ -243,13 +256,11 @@ def _keep(dead: torch.Tensor) -> torch.Tensor:
 
 
 def _set_heads(unit: HeadUnit, keep_rows: torch.Tensor) -> None:
-    s, att = unit.attention.self, unit.attention
-    for name in ("query", "key", "value"):
-        setattr(s, name, _new_linear(getattr(s, name), rows=keep_rows))
-    att.output.dense = _new_linear(att.output.dense, cols=keep_rows)
-    n_heads = int(keep_rows.sum()) // unit.head_size
-    s.num_attention_heads = n_heads
-    s.all_head_size = n_heads * unit.head_size
+    paths = unit.adapter.projections(unit.layer)
+    for which in ("query", "key", "value"):
+        _set(unit.layer, paths[which], _new_linear(unit.proj(which), rows=keep_rows))
+    _set(unit.layer, paths["out"], _new_linear(unit.proj("out"), cols=keep_rows))
+    unit.adapter.set_head_count(unit.layer)
 
 
 @torch.no_grad()

@@ -41,7 +41,9 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.adapters import adapter_for
 from mmsenti.models.sentiment_model import SentimentModel, SentimentModelConfig
+from mmsenti.registry import lookup
 
 # HF encoders register these as buffers that older/newer versions do not store: never a mismatch
 IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
@@ -134,13 +136,11 @@ def shrink_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
         setattr(model.get_submodule(parent) if parent else model, leaf,
                 nn.Linear(shape[1], shape[0], bias=module.bias is not None))
         resized += 1
-    for _, module in model.named_modules():  # self-attention: head counts follow the value width
-        if all(hasattr(module, k) for k in ("value", "attention_head_size", "num_attention_heads")):  # BERT
-            n = module.value.out_features // module.attention_head_size
-            module.num_attention_heads, module.all_head_size = n, n * module.attention_head_size
-        elif all(hasattr(module, k) for k in ("v", "attention_head_size", "num_attention_heads")):  # MPNet
-            n = module.v.out_features // module.attention_head_size
-            module.num_attention_heads, module.all_head_size = n, n * module.attention_head_size
+    backbone = getattr(getattr(model, "text_encoder", None), "backbone", None)
+    if resized and backbone is not None and lookup("text_architecture", getattr(backbone.config, "model_type", "")):
+        adapter = adapter_for(backbone)
+        for layer in adapter.layers(backbone):  # self-attention: head counts follow the value width
+            adapter.set_head_count(layer)
     return resized
 
 

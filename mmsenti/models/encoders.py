@@ -70,18 +70,11 @@ class TextEncoder(nn.Module):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _encoder_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The stack of transformer layers of an HF encoder (BERT/MPNet/DistilBERT naming)."""
-    for path in ("encoder.layer", "transformer.layer", "layers"):
-        obj = backbone
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    raise MmsentiError(f"cannot find the transformer layers of {type(backbone).__name__} for top_k fine-tuning")
+def _encoder_layers(backbone: nn.Module, purpose: str = "top_k fine-tuning") -> nn.ModuleList:
+    """The stack of transformer layers of an HF encoder (through its architecture adapter)."""
+    from mmsenti.models.adapters import encoder_layers
+
+    return encoder_layers(backbone, purpose)
 
 
 def keep_encoder_layers(backbone: nn.Module, keep: list[int]) -> None:
@@ -91,7 +84,7 @@ def keep_encoder_layers(backbone: nn.Module, keep: list[int]) -> None:
     ``keep=[0, 2, 4]`` a 6-layer MiniLM becomes a 3-layer one whose layer ``i`` *is* (holds the
     weights of) the original layer ``keep[i]``.
     """
-    layers = _encoder_layers(backbone)
+    layers = _encoder_layers(backbone, "keep_layers")
     keep = [int(i) for i in keep]
     if not keep or any(not 0 <= i < len(layers) for i in keep) or len(set(keep)) != len(keep):
         raise MmsentiError(f"keep_layers={keep}: need distinct indices in [0, {len(layers) - 1}]")
