@@ -69,7 +69,10 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         refused = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"Unsupported global: ([\w.]+)", str(err))
-        name = refused.group(1) if refused else "an object that is not a tensor"
+        if refused is None:  # not a refusal: the bytes are not a pickle / torch file at all
+            first = str(err).splitlines()[0][:160] if str(err) else ""
+            raise MmsentiError(f"{path}: not a readable mmsenti checkpoint (UnpicklingError: {first})") from err
+        name = refused.group(1)
         raise MmsentiError(
             f"{path}: refused to unpickle {name} (the file carries Python objects, not only tensors); load only "
             f"checkpoints you trust, and re-save this one as tensors, e.g. torch.save({{'state_dict': m.state_dict(), "
