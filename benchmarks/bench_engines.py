@@ -133,7 +133,8 @@ def main() -> int:
 
     _quiet_libraries()
     from mmsenti.export.benchmark import eager_variant, engine_variant, run_benchmark
-    from mmsenti.runtime.manifest import read_manifest, write_json_atomic
+    from mmsenti.io import write_json_atomic
+    from mmsenti.runtime.manifest import read_manifest
     from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
     engines, out, logs = Path(args.engines), Path(args.out), Path(args.logs)
@@ -204,7 +205,7 @@ def main() -> int:
 
 
 def finish(report: dict, manifests: dict, out: Path) -> int:
-    from mmsenti.runtime.manifest import write_json_atomic
+    from mmsenti.io import write_json_atomic
     from mmsenti.export.report import pareto_report
 
     summary = summarize(report, manifests)

@@ -20,7 +20,8 @@ import torch
 
 from mmsenti.errors import MmsentiError
 from mmsenti.runtime.manifest import (
-    MANIFEST_NAME, read_manifest, staged_folder, validate_manifest, write_json_atomic, write_manifest)
+    MANIFEST_NAME, read_manifest, staged_folder, validate_manifest, write_manifest)
+from mmsenti.io import write_json_atomic
 from mmsenti.export.pipeline import ExportOptions, export_model
 from mmsenti.runtime.predictor import Predictor
 from mmsenti.export.wrapper import ExportWrapper, example_feeds, torch_outputs

@@ -28,25 +28,11 @@ import numpy as np
 import torch
 
 from mmsenti.errors import MmsentiError
+from mmsenti.io import json_digest, torch_save_atomic
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (memoised per path, size and mtime within a process)."""
-    path = Path(path)
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(8 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[memo] = h.hexdigest()
-    return _DIGESTS[memo]
 
 
 def samples_fingerprint(samples: Sequence[dict]) -> str:
@@ -67,7 +53,7 @@ def samples_fingerprint(samples: Sequence[dict]) -> str:
 
 def soft_target_key(teacher_digest: str, data_digest: str, settings: dict[str, Any]) -> str:
     payload = {"format": CACHE_FORMAT, "teacher": teacher_digest, "data": data_digest, "settings": settings}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return json_digest(payload, 24)
 
 
 @dataclass
@@ -135,9 +121,8 @@ def load_or_compute(cache_dir: str | os.PathLike | None, key: str, ids: Sequence
                           score_joint=None if score_joint is None else score_joint.float().cpu())
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": CACHE_FORMAT, "ids": ids, "score": targets.score, "logits_7": targets.logits_7,
-                    "score_joint": targets.score_joint}, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+        # atomic: a concurrent reader sees the whole file or none
+        torch_save_atomic(path, {"format": CACHE_FORMAT, "ids": ids, "score": targets.score, "logits_7": targets.logits_7,
+                                 "score_joint": targets.score_joint})
         log.info("teacher soft targets: cache miss, wrote %s (%d samples)", path, len(ids))
     return targets

@@ -1,6 +1,7 @@
 """``mmsenti export | bench | report`` (wired into :mod:`mmsenti.cli`).
 
     mmsenti export CKPT --format onnx|tensorrt --variant fused|text_only --precision fp32|fp16|int8 --out export/NAME
+    mmsenti export CKPT --format triton --variant text_only --precision int8 --out REPO [--triton-version N]
     mmsenti bench export/NAME [export/OTHER ...] [--against CKPT] --batch 1,8,64 [--json] [--out FILE]
     mmsenti report DIR --pareto
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from mmsenti.errors import MmsentiError
 from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
+from mmsenti.export.triton import DEVICES, TRITON_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description="Export a trained checkpoint (the same SentimentModel, wrapped) to an engine folder: "
                                     "engine + tokenizer/ + manifest.json, after a parity check against PyTorch.")
     ex.add_argument("ckpt", help="Lightning checkpoint (.ckpt) written by train.py")
-    ex.add_argument("--format", default="onnx", choices=FORMATS)
+    ex.add_argument("--format", default="onnx", choices=(*FORMATS, TRITON_FORMAT),
+                    help="triton: the ONNX export laid out as a Triton Inference Server model repository at --out (docs/triton.md)")
     ex.add_argument("--variant", default="fused", choices=VARIANTS, help="fused: text+audio+vision inputs; text_only: token inputs only")
     ex.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    ex.add_argument("--out", help="output folder (default export/<run>_<variant>_<precision>)")
+    ex.add_argument("--out", help="output folder (default export/<run>_<variant>_<precision>; "
+                                  "--format triton: the model repository, default export/triton)")
     ex.add_argument("--quantization", default="dynamic", choices=("dynamic", "static"),
                     help="INT8 on ONNX Runtime: dynamic (no calibration) or static Q/DQ (calibrated on training batches)")
     ex.add_argument("--calibration", default="entropy", choices=("minmax", "entropy", "percentile"))
@@ -46,8 +50,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--no-shrink", action="store_true", help="keep zeroed (structurally pruned) units")
     ex.add_argument("--profile", help="TensorRT profile as JSON, e.g. '{\"batch\":[1,8,64],\"seq\":[1,32,64],\"frames\":[1,50,400]}'")
     ex.add_argument("--timing-cache", help="TensorRT timing cache file shared across builds")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace an existing output folder (--format triton: the version folder --triton-version)")
     ex.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    tr = ex.add_argument_group("Triton model repository (--format triton)")
+    tr.add_argument("--triton-name", help="model name (default: sentiment for text_only, sentiment_fused for fused); "
+                                          "<name>_tokenizer and <name>_text are written beside it")
+    tr.add_argument("--triton-version", type=int, default=1, help="version folder to write (default 1); a new N adds N/ to the model")
+    tr.add_argument("--triton-max-batch", type=int, default=32, help="max_batch_size (default 32)")
+    tr.add_argument("--triton-preferred-batch", help="dynamic_batching preferred_batch_size, e.g. 8,16,32 (default: 8, 16, ... up to max)")
+    tr.add_argument("--triton-max-delay-us", type=int, default=2000, help="dynamic_batching max_queue_delay_microseconds (default 2000)")
+    tr.add_argument("--triton-device", default="cpu", choices=tuple(DEVICES), help="instance_group kind (default cpu)")
+    tr.add_argument("--triton-instances", type=int, default=1, help="instances of the engine and of the tokenizer (default 1)")
+    tr.add_argument("--triton-threads", type=int, default=1, help="ONNX Runtime intra-op threads per CPU instance (default 1)")
+    tr.add_argument("--triton-keep-versions", type=int, default=1, help="version_policy latest num_versions (default 1: serve the newest)")
     ex.set_defaults(func=_export)
 
     be = sub.add_parser("bench", help="latency p50/p95/p99 and throughput of engines (and PyTorch), side by side",
@@ -106,6 +122,8 @@ def _export(args: argparse.Namespace) -> int:
                          exclude=tuple(args.keep_fp32) if args.keep_fp32 is not None else DEFAULT_EXCLUDE,
                          tolerance=args.tolerance, shrink=not args.no_shrink, timing_cache=args.timing_cache,
                          tensorrt_profile=json.loads(args.profile) if args.profile else {}, overwrite=args.overwrite)
+    if opts.format == TRITON_FORMAT:
+        opts.triton = triton_options(args)
     opts.validate()
     if opts.format == "tensorrt":  # the clear message first, before loading anything
         from mmsenti.runtime.tensorrt import import_tensorrt
@@ -113,7 +131,10 @@ def _export(args: argparse.Namespace) -> int:
         import_tensorrt()
     loaded = load_sentiment_checkpoint(args.ckpt)
     model = loaded.model
-    out = Path(args.out) if args.out else Path("export") / f"{_run_name(args.ckpt)}_{args.variant}_{args.precision}"
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path("export") / ("triton" if opts.format == TRITON_FORMAT else f"{_run_name(args.ckpt)}_{args.variant}_{args.precision}")
     datamodule = None
     if not args.no_data:
         try:
@@ -129,6 +150,19 @@ def _export(args: argparse.Namespace) -> int:
     else:
         print(_export_summary(out, manifest))
     return 0
+
+
+def triton_options(args: argparse.Namespace):
+    """``--triton-*`` flags as :class:`~mmsenti.export.triton.TritonOptions` (validated)."""
+    from mmsenti.export.triton import TritonOptions
+
+    preferred = parse_batches(args.triton_preferred_batch, "--triton-preferred-batch") if args.triton_preferred_batch else None
+    opts = TritonOptions(name=args.triton_name, version=args.triton_version, max_batch_size=args.triton_max_batch,
+                         preferred_batch_sizes=tuple(preferred) if preferred else None, max_queue_delay_us=args.triton_max_delay_us,
+                         device=args.triton_device, instances=args.triton_instances, threads=args.triton_threads,
+                         keep_versions=args.triton_keep_versions, overwrite=args.overwrite)
+    opts.validate()
+    return opts
 
 
 def _run_name(ckpt: str) -> str:
@@ -149,6 +183,11 @@ def _export_summary(out: Path, m: dict[str, Any]) -> str:
     if s["params_after"] != s["params_before"]:
         lines.append(f"  structured pruning removed {s['params_before'] - s['params_after']:,} parameters "
                      f"(FFN {s['ffn_neurons']} → {s['ffn_neurons_after']}, heads {s['heads']} → {s['heads_after']})")
+    if "triton" in m:
+        t = m["triton"]
+        lines.append(f"Triton repository {t['root']}: {t['engine']} (ONNX Runtime backend, versions {t['versions']}, wrote "
+                     f"{t['version']}), {t['tokenizer']} (Python backend), {t['ensemble']} (ensemble: text -> score)")
+        lines.append(f"  serve: tritonserver --model-repository={Path(t['root']).resolve()}  (docs/triton.md)")
     return "\n".join(lines)
 
 
@@ -166,13 +205,13 @@ def _quiet_libraries() -> None:
 
 
 # ----------------------------------------------------------------------------- bench
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, flag: str = "--batch") -> list[int]:
     try:
         batches = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise MmsentiError(f"--batch {text!r}: expected comma-separated integers like 1,8,64") from None
+        raise MmsentiError(f"{flag} {text!r}: expected comma-separated integers like 1,8,64") from None
     if not batches or any(b < 1 for b in batches):
-        raise MmsentiError(f"--batch {text!r}: batch sizes must be >= 1")
+        raise MmsentiError(f"{flag} {text!r}: batch sizes must be >= 1")
     return batches
 
 
@@ -198,7 +237,7 @@ def _bench(args: argparse.Namespace) -> int:
     report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames,
                            mode="blocks" if args.blocks else "interleaved")
     if args.out:
-        from mmsenti.runtime.manifest import write_json_atomic
+        from mmsenti.io import write_json_atomic
 
         write_json_atomic(args.out, report)
     if args.json:

@@ -17,8 +17,10 @@ from typing import Any
 from mmsenti.errors import MmsentiError
 from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
 from mmsenti.runtime.manifest import (
-    SCHEMA_VERSION, file_entries, library_versions, sha256_file, staged_folder, utc_now, write_manifest)
+    SCHEMA_VERSION, file_entries, library_versions, staged_folder, utc_now, write_manifest)
+from mmsenti.io import file_digest
 from mmsenti.export.quantize import DEFAULT_EXCLUDE
+from mmsenti.export.triton import TRITON_FORMAT, TritonOptions, export_triton
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,10 @@ class ExportOptions:
     tensorrt_profile: dict[str, Any] = field(default_factory=dict)  # batch/seq/frames: [min, opt, max]
     timing_cache: str | None = None  # TensorRT timing cache shared across builds
     overwrite: bool = False
+    triton: TritonOptions | None = None  # format=triton: the repository's name, version, batching (None: defaults)
 
     def validate(self) -> None:
-        for name, value, allowed in (("--format", self.format, FORMATS), ("--variant", self.variant, VARIANTS),
+        for name, value, allowed in (("--format", self.format, (*FORMATS, TRITON_FORMAT)), ("--variant", self.variant, VARIANTS),
                                      ("--precision", self.precision, PRECISIONS),
                                      ("--quantization", self.quantization, QUANTIZATIONS)):
             if value not in allowed:
@@ -96,7 +99,11 @@ def _datamodule_facts(datamodule) -> dict[str, Any]:
 
 def export_model(model, out_dir: str | Path, options: ExportOptions | None = None, datamodule=None,
                  source: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
-    """Export ``model`` (a :class:`SentimentModel`) to ``out_dir``; returns the manifest written there."""
+    """Export ``model`` (a :class:`SentimentModel`) to ``out_dir``; returns the manifest written there.
+
+    ``format="triton"``: ``out_dir`` is a Triton model repository; the ONNX export becomes a version
+    of a model in it (:func:`mmsenti.export.triton.export_triton`).
+    """
     from mmsenti.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, metric_drift, onnx_ops
     from mmsenti.export.quantize import calibration_feeds, convert_fp16, quantize_dynamic_int8, quantize_static_int8
     from mmsenti.runtime.session import make_session
@@ -104,6 +111,8 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
 
     opts = options or ExportOptions()
     opts.validate()
+    if opts.format == TRITON_FORMAT:
+        return export_triton(model, out_dir, opts, datamodule=datamodule, source=source, name=name)
     out_dir = Path(out_dir)
     if opts.format == "tensorrt":  # fail before anything is written when TensorRT cannot run here
         from mmsenti.runtime.tensorrt import import_tensorrt
@@ -230,5 +239,5 @@ def checkpoint_source(ckpt_path: str | Path) -> dict[str, Any]:
     from mmsenti.export.wrapper import run_metrics_for
 
     path = Path(ckpt_path)
-    return {"checkpoint": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+    return {"checkpoint": str(path.resolve()), "sha256": file_digest(path), "bytes": path.stat().st_size,
             "run_metrics": run_metrics_for(path)}

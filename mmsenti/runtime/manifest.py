@@ -15,7 +15,6 @@ This module is torch-free (the runtime imports it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
+from mmsenti.io import _umask, file_digest, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -56,14 +56,6 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 TENSOR_KEYS = {"name", "dtype", "shape"}
 DTYPES = {"int64", "int32", "bool", "float32", "float16"}
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def utc_now() -> str:
@@ -121,32 +113,6 @@ def validate_manifest(manifest: dict[str, Any], folder: str | Path | None = None
     return manifest
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write JSON via a temp file in the same folder + ``os.replace`` (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a manifest is as readable as any file
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     """Validate, then atomically write ``folder/manifest.json``."""
     validate_manifest(manifest, folder)
@@ -171,7 +137,7 @@ def file_entries(folder: str | Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != MANIFEST_NAME:
-            out[str(p.relative_to(folder))] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            out[str(p.relative_to(folder))] = {"bytes": p.stat().st_size, "sha256": file_digest(p)}
     return out
 
 
