@@ -205,3 +205,21 @@ def test_words_roundtrip_helpers():
     assert decode_words(enc) == words
     assert decode_words(np.array([["a"], ["b"]], dtype=object)) == ["a", "b"]
     assert decode_words(np.zeros((0, 1), dtype="S1")) == []
+
+
+def test_missing_metadata_group_warns_once_per_file_and_reads(tmp_path, caplog):
+    entries = {"v": (np.ones((2, 2)), np.array([[0, 1], [1, 2.0]]))}
+    first, second = _raw(tmp_path / "a.csd", entries), _raw(tmp_path / "b.csd", entries)
+    with caplog.at_level("WARNING", logger="mmsenti.data.csd"):
+        for _ in range(3):
+            seq = read_csd(first)
+            assert seq.metadata == {} and seq.data["v"][0].shape == (2, 2)
+        read_csd(second)
+    warned = [r.getMessage() for r in caplog.records if "no 'metadata' group" in r.getMessage()]
+    assert len(warned) == 2 and str(first) in warned[0] and str(second) in warned[1]
+    assert all("\n" not in w for w in warned)
+    caplog.clear()
+    feats, _ = _sample_sequences()
+    with caplog.at_level("WARNING", logger="mmsenti.data.csd"):
+        read_csd(write_csd(feats, tmp_path / "with_meta.csd"))  # files we write carry metadata: no warning
+    assert not caplog.records

@@ -125,6 +125,8 @@ def test_synth_mmsa_roundtrip_and_inspect(tmp_path, capsys):
     np.testing.assert_allclose([s["label"] for s in data.splits["test"]],
                                [s["label"] for s in csd.splits["test"]], rtol=1e-6)
     np.testing.assert_array_equal(data.splits["valid"][4]["vision"], csd.splits["valid"][4]["vision"])
+    for split in ("train", "valid", "test"):  # one id convention: predictions from either format join
+        assert [s["id"] for s in data.splits[split]] == [s["id"] for s in csd.splits[split]]
 
     rc, out, _ = _run(capsys, "data", "inspect", pkl, "--json")
     info = json.loads(out)
@@ -147,6 +149,69 @@ def test_inspect_official_label_file(mosi_label_file, capsys):
     assert -3 <= info["labels"]["all"]["min"] and info["labels"]["all"]["max"] <= 3
     rc, out, _ = _run(capsys, "data", "inspect", mosi_label_file)
     assert rc == 0 and "label file only" in out and "2,199" in out
+
+
+def _sdk_folder_with_official_labels(root: Path, label_file: Path, video: str = "2WGyTLYerpo") -> Path:
+    """The official label file plus words/audio/vision entries (made up here) for one of its videos."""
+    import shutil
+
+    from mmsenti.data.csd import ComputationalSequence, encode_words, write_csd
+
+    root.mkdir(parents=True)
+    shutil.copy(label_file, root / LABELS)
+    segments = read_csd(label_file).data[video][1]
+    spans = [np.linspace(s, e, 4) for s, e in segments if e > s]
+    word_iv = np.concatenate([np.stack([x[:-1], x[1:]], 1) for x in spans])
+    end = float(segments.max()) + 1.0
+    seqs = {"words": (encode_words(["word"] * len(word_iv)), word_iv)}
+    for key, rate, dim in (("audio", 100, 3), ("vision", 30, 2)):
+        t = np.arange(0, end, 1 / rate)
+        seqs[key] = (np.ones((len(t), dim), np.float32), np.stack([t, t + 1 / rate], 1))
+    for key, entry in seqs.items():
+        write_csd(ComputationalSequence(key, {video: entry}), root / FILES[key])
+    return root
+
+
+@pytest.mark.parametrize("mode", ["aligned", "unaligned"])
+def test_inspect_sdk_folder_with_the_official_zero_length_segment(mosi_label_file, tmp_path, capsys, mode):
+    """The official label file's 2WGyTLYerpo[43] spans 127.21338-127.21338 s: no words, no frames.
+    Inspect used to crash on its empty features; it counts it instead."""
+    root = _sdk_folder_with_official_labels(tmp_path / "sdk", mosi_label_file)
+    rc, out, err = _run(capsys, "data", "inspect", root, "--json", "--mode", mode)
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["splits"]["all"]["segments"] == 2199
+    assert info["problems"]["zero_length_segments"] == 1
+    assert info["problems"]["zero_length_examples"] == ["2WGyTLYerpo$_$44"]
+    assert info["features"]["audio"]["dim"] == 3 and info["features"]["vision"]["dim"] == 2
+    assert info["features"]["audio"]["segments_with_frames"] == 62  # the video's 63 segments but the empty one
+    rc, out, _ = _run(capsys, "data", "inspect", root, "--mode", mode)
+    assert rc == 0 and "1 zero-length segment(s)" in out and "2WGyTLYerpo$_$44" in out
+
+
+def test_inspect_lists_csd_files_it_did_not_read(small_csd, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "renamed"
+    shutil.copytree(small_csd, root, ignore=shutil.ignore_patterns(".cache"))
+    (root / FILES["vision"]).rename(root / "facet_v2.csd")
+    rc, out, _ = _run(capsys, "data", "inspect", root, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["problems"]["missing_files"] == ["vision"] and info["problems"]["unused_files"] == ["facet_v2.csd"]
+    rc, out, _ = _run(capsys, "data", "inspect", root)
+    assert ".csd files not read: facet_v2.csd" in out
+
+
+def test_inspect_label_csv_encoding_option(tmp_path, capsys):
+    path = tmp_path / "label.csv"
+    path.write_bytes("video_id,clip_id,text,label,mode\nvA,1,très bien,2.0,train\nvB,1,déçu,-1.0,valid\n"
+                     .encode("latin-1"))
+    rc, out, err = _run(capsys, "data", "inspect", path, "--json")
+    assert rc == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: {path}: line 2: not utf-8 text") and "--encoding latin-1" in line
+    rc, out, _ = _run(capsys, "data", "inspect", path, "--json", "--encoding", "latin-1")
+    assert rc == 0 and json.loads(out)["text"]["vocabulary"] == 3
 
 
 def test_inspect_label_csv(shared_data, capsys):

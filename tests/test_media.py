@@ -157,6 +157,23 @@ def test_video_without_audio_has_no_audio_stream(noface_video):
         read_audio(noface_video)
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_still_image_renamed_as_video_is_refused(tmp_path, fmt):
+    """FFmpeg reads a picture as a one-frame "video"; a .mp4 holding one is refused in one line."""
+    import cv2
+
+    from mmsenti.media.io import MediaError, iter_video_frames, probe
+
+    picture = tmp_path / f"photo.{fmt}"
+    cv2.imwrite(str(picture), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    fake = tmp_path / "clip.mp4"
+    fake.write_bytes(picture.read_bytes())
+    for fn in (probe, lambda p: list(iter_video_frames(p))):
+        with pytest.raises(MediaError, match=r"clip\.mp4: holds a still image \((png|mjpeg)\), not a video") as err:
+            fn(fake)
+        assert "\n" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------ audio
 
 
@@ -325,7 +342,7 @@ def test_extract_dataset_writes_csd_the_loader_reads(extracted):
     data = load_mosi_csd(out, mode="aligned", cache_dir=False)
     assert (data.audio_dim, data.vision_dim) == (43, 267)
     (a,), (b,) = data.splits["train"], data.splits["valid"]
-    assert a["id"] == "vidA$_$1[0]" and a["text"] == "i really liked it" and a["audio"].shape == (4, 43)
+    assert a["id"] == "vidA$_$1" and a["text"] == "i really liked it" and a["audio"].shape == (4, 43)
     assert a["vision"].shape == (4, 267) and a["label"] == pytest.approx(1.5)
     assert b["text"] == "great film" and b["vision"] is None and b["audio"].shape == (2, 43)  # WAV: no video
     words = read_csd(out / "CMU_MOSI_TimestampedWords.csd").data["vidB$_$1"][1]

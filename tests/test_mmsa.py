@@ -268,6 +268,48 @@ def test_label_csv_missing_column(tmp_path):
         load_label_csv(path, folds=("train", "dev"))
 
 
+def test_label_csv_in_another_encoding_is_one_line_then_read_with_encoding(tmp_path):
+    body = CSV_HEADER + "vA,1,fine,1.0,train\nvB,1,un film très réussi,2.0,valid\nvC,1,ok,0.0,test\n"
+    path = tmp_path / "label.csv"
+    path.write_bytes(body.encode("cp1252"))
+    with pytest.raises(MmsaFormatError) as err:
+        load_label_csv(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: line 3: not utf-8 text (byte 0xe8") and "data.encoding=latin-1" in msg
+    assert "--encoding" in msg and "\n" not in msg
+    data = load_label_csv(path, encoding="cp1252")
+    assert data.splits["valid"][0]["text"] == "un film très réussi"
+    with pytest.raises(MmsaFormatError, match="unknown text encoding 'klingon'"):
+        load_label_csv(path, encoding="klingon")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))  # Excel's UTF-8: the BOM is not part of 'video_id'
+    assert load_label_csv(bom).splits["valid"][0]["text"] == "un film très réussi"
+
+
+def test_extract_reads_label_csv_with_the_same_reader(tmp_path):
+    """`mmsenti extract` and the label_csv source share one reader: same checks, same messages."""
+    from mmsenti.media.extract import read_label_rows
+
+    path = _csv(tmp_path, "vA,1,,1.0,train\nvA,2,x,1.0,test\n")
+    rows = read_label_rows(path)
+    assert [r["key"] for r in rows] == ["vA$_$1", "vA$_$2"] and rows[0]["text"] == ""  # empty texts kept
+    bad = _csv(tmp_path, "vA,1,hi,1.0,train\nvA,1,again,1.0,valid\n", name="dup.csv")
+    for read in (read_label_rows, load_label_csv):
+        with pytest.raises(MmsaFormatError, match=r"line 3: id vA\$_\$1 already on line 2"):
+            read(bad)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((CSV_HEADER + "vA,1,déçu,-1.0,train\n").encode("latin-1"))
+    with pytest.raises(MmsaFormatError, match="line 2: not utf-8 text"):
+        read_label_rows(latin)
+    assert read_label_rows(latin, encoding="latin-1")[0]["text"] == "déçu"
+
+
+def test_label_csv_empty_text_is_counted_per_split(tmp_path):
+    path = _csv(tmp_path, "vA,1,,1.0,train\nvA,2, ,1.0,train\nvB,1,,0.5,valid\nvB,2,ok,0.5,valid\n")
+    data = load_label_csv(path)
+    assert data.report.dropped == {"train": {"empty text": 2}, "valid": {"empty text": 1}, "test": {}}
+
+
 def test_real_label_trainvalid_csv():
     if not LABEL_CSV.is_file():
         pytest.skip(f"shared CMU-MOSI label file not found at {LABEL_CSV} (only present beside the project checkout)")

@@ -19,7 +19,13 @@ from mmsenti.data.folds import FoldError, assign_folds, resolve_folds, sdk_stand
 from mmsenti.data.mosi import MosiDataError, default_cache_dir, load_mosi_csd
 from mmsenti.data.synthetic import FILES
 
-ID_RE = re.compile(r"^[\w-]+\[\d+\]$")
+ID_RE = re.compile(r"^[\w-]+\$_\$[1-9]\d*$")  # MMSA's <video>$_$<clip>, clip = label row + 1
+
+
+def _row(sample_id: str) -> tuple[str, int]:
+    """``vid$_$clip`` -> (vid, row of the video's label entry)."""
+    vid, clip = sample_id.split("$_$")
+    return vid, int(clip) - 1
 
 
 def _copy(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
@@ -122,7 +128,7 @@ def test_aligned_sample_contract(synthetic_small):
         assert s["vision"].dtype == np.float32 and s["vision"].shape == (n, 47)
         assert np.isfinite(s["audio"]).all() and np.isfinite(s["vision"]).all()
     s = data.splits["train"][0]
-    vid = s["id"].split("[")[0]
+    vid = s["id"].split("$_$")[0]
     tokens = decode_words(words.data[vid][0])
     assert s["text"] in " ".join(t for t in tokens if t != "sp")
     assert data.report["words_without_frames"]["audio"] == 0  # audio covers the whole video
@@ -147,7 +153,7 @@ def test_aligned_features_equal_sdk_alignment(synthetic_small):
     labels = read_csd(synthetic_small / FILES["labels"])
     compared = 0
     for s in _all(data)[::7]:
-        vid, k = s["id"][:-1].split("[")
+        vid, k = _row(s["id"])
         w_iv = words.data[vid][1]
         tokens = decode_words(words.data[vid][0])
         lo, hi = overlap_ranges(w_iv, labels.data[vid][1][int(k)][None])
@@ -170,7 +176,7 @@ def test_unaligned_frames_and_max_frames(synthetic_small):
     audio = read_csd(synthetic_small / FILES["audio"])
     labels = read_csd(synthetic_small / FILES["labels"])
     s = data.splits["valid"][2]
-    vid, k = s["id"][:-1].split("[")
+    vid, k = _row(s["id"])
     seg = labels.data[vid][1][int(k)]
     lo, hi = overlap_ranges(audio.data[vid][1], seg[None])
     assert s["audio"].shape == (hi[0] - lo[0], 74)
@@ -209,7 +215,7 @@ def test_missing_modality_file_and_video(tmp_path, synthetic_small):
     assert data.vision_dim == 47  # default width when the file is absent
     for s in _all(data):
         assert s["vision"] is None
-        assert (s["audio"] is None) == s["id"].startswith(first + "[")
+        assert (s["audio"] is None) == s["id"].startswith(first + "$_$")
     disabled = load_mosi_csd(synthetic_small, files={"audio": None}, cache_dir=False)
     assert disabled.report["missing_modality"]["audio"] == 120
     with pytest.raises(ValueError, match="unknown keys"):
@@ -274,7 +280,8 @@ def test_nonfinite_labels_raise_or_skip(tmp_path, synthetic_small):
     data = load_mosi_csd(root, on_error="skip", cache_dir=False)
     assert data.report["skipped"]["segments"] == {"non-finite label": 1}
     assert data.report["segments"]["valid"] == 29
-    assert f"{vid}[0]" not in {s["id"] for s in data.splits["valid"]}
+    assert f"{vid}$_$1" not in {s["id"] for s in data.splits["valid"]}
+    assert f"{vid}$_$2" in {s["id"] for s in data.splits["valid"]}
 
 
 def test_bad_arguments(synthetic_small):
@@ -357,3 +364,104 @@ def test_mosi_scale_load_times(synthetic_mosi, tmp_path):
     assert len(first) == len(second) == 2199 and second.from_cache
     assert uncached < 15, uncached  # ~1 s on 2 idle cores
     assert cached < 1.0, cached  # ~0.02 s
+
+
+# ------------------------------------------------------------------------------- ids, file names, bad inputs
+
+
+def test_ids_join_the_mmsa_label_csv_of_the_same_segments(mosi_label_file, shared_data):
+    """The CSD path names samples as MMSA does (clip = label row + 1): the real transcripts join the
+    official label file on id, with the same labels, and both split by video into the same folds."""
+    from mmsenti.data.mmsa import load_label_csv
+
+    csv_path = shared_data / "mosi" / "label_trainvalid.csv"
+    if not csv_path.is_file():
+        pytest.skip(f"{csv_path} is absent")
+    csd = load_mosi_csd(mosi_label_file.parent, files={"words": None, "audio": None, "vision": None}, cache_dir=False)
+    text = load_label_csv(csv_path)
+    for split in ("train", "valid"):
+        labels = {s["id"]: s["label"] for s in csd.splits[split]}
+        rows = text.splits[split]
+        assert len(rows) == len(labels) and all(ID_RE.match(i) for i in labels)
+        assert all(labels[s["id"]] == pytest.approx(s["label"], abs=1e-6) for s in rows)
+    assert "2WGyTLYerpo$_$44" in {s["id"] for v in csd.splits.values() for s in v}  # the SDK's 2WGyTLYerpo[43]
+
+
+def test_clip_entries_keep_their_name_as_id(tmp_path, synthetic_small):
+    """`mmsenti extract` writes one entry per clip, named <video>$_$<clip>: that name is the id."""
+    from mmsenti.data.csd import ComputationalSequence
+
+    labels = ComputationalSequence("labels", {"vA$_$3": (np.array([[1.0]]), np.array([[0.0, 2.0]])),
+                                              "vB$_$1": (np.array([[-1.0]]), np.array([[0.0, 1.0]]))})
+    write_csd(labels, tmp_path / FILES["labels"])
+    (tmp_path / "folds.json").write_text(json.dumps({"train": ["vA$_$3"], "valid": ["vB$_$1"], "test": []}))
+    data = load_mosi_csd(tmp_path, cache_dir=False)
+    assert [s["id"] for s in data.splits["train"]] == ["vA$_$3"] and [s["id"] for s in data.splits["valid"]] == ["vB$_$1"]
+
+
+def test_renamed_files_are_named_with_files_and_missing_ones_listed(tmp_path, synthetic_small, caplog):
+    root = _copy(synthetic_small, tmp_path / "d")
+    (root / FILES["audio"]).rename(root / "my_covarep.csd")
+    (root / FILES["labels"]).rename(root / "labels_v2.csd")
+    with pytest.raises(CSDError, match="label file not found") as err:
+        load_mosi_csd(root, cache_dir=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "labels_v2.csd" in msg and "my_covarep.csd" in msg and "data.files.labels" in msg
+    with caplog.at_level("WARNING", logger="mmsenti.data.mosi"):
+        data = load_mosi_csd(root, files={"labels": "labels_v2.csd"}, cache_dir=False)
+    assert data.report["missing_files"] == ["audio"] and data.report["unused_files"] == ["my_covarep.csd"]
+    warned = [r.getMessage() for r in caplog.records if "my_covarep.csd" in r.getMessage()]
+    assert len(warned) == 1 and "data.files.audio=<file>" in warned[0]
+    named = load_mosi_csd(root, files={"labels": "labels_v2.csd", "audio": "my_covarep.csd"}, cache_dir=False)
+    assert named.report["missing_files"] == [] and named.splits["train"][0]["audio"].shape[1] == 74
+    assert named.report["unused_files"] == []
+    with pytest.raises(CSDError, match=r"covarep\.csd: file not found \(named as the audio file") as err:
+        load_mosi_csd(root, files={"labels": "labels_v2.csd", "audio": "covarep.csd"}, cache_dir=False)
+    assert "my_covarep.csd" in str(err.value) and "data.files.audio" in str(err.value)
+
+
+def test_numeric_words_file_is_refused(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    shutil.copy(root / FILES["vision"], root / FILES["words"])  # a feature file under the words name
+    with pytest.raises(MosiDataError, match="a words file must hold words") as err:
+        load_mosi_csd(root, cache_dir=False)
+    msg = str(err.value)
+    assert "\n" not in msg and FILES["words"] in msg and "float32 numbers" in msg and "data.files.words" in msg
+
+
+def test_zero_length_segments_are_kept_and_counted(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    vid = json.loads((root / "folds.json").read_text())["valid"][1]
+
+    def collapse_one(d):
+        iv = d[vid][1]
+        iv[2, 1] = iv[2, 0]  # start == end, like the official file's 2WGyTLYerpo[43]
+
+    _edit(root / FILES["labels"], collapse_one)
+    for mode in ("aligned", "unaligned"):
+        data = load_mosi_csd(root, mode=mode, cache_dir=False)
+        assert data.report["zero_length_segments"] == {"train": 0, "valid": 1, "test": 0}
+        assert data.report["zero_length_examples"] == [f"{vid}$_$3"]
+        (s,) = [s for s in data.splits["valid"] if s["id"] == f"{vid}$_$3"]
+        assert s["text"] == "" and s["audio"].shape == (0, 74) and s["vision"].shape == (0, 47)
+
+
+def test_drops_are_counted_per_split_and_reason(tmp_path, synthetic_small):
+    root = _copy(synthetic_small, tmp_path / "d")
+    folds = json.loads((root / "folds.json").read_text())
+
+    def nan_labels(d):
+        d[folds["valid"][0]][0][:2, 0] = np.nan
+        d[folds["test"][0]][0][0, 0] = np.inf
+
+    def broken_audio(d):
+        f, iv = d[folds["train"][0]]
+        d[folds["train"][0]] = (f, iv[:-5])
+
+    _edit(root / FILES["labels"], nan_labels)
+    _edit(root / FILES["audio"], broken_audio)
+    data = load_mosi_csd(root, on_error="skip", cache_dir=False)
+    assert data.report["dropped"] == {"train": {}, "valid": {"non-finite label": 2}, "test": {"non-finite label": 1}}
+    (reason,) = data.report["modality_dropped"]["train"]
+    assert reason.startswith("audio entry invalid: features/intervals length mismatch")
+    assert data.report["modality_dropped"]["train"][reason] == 10 and data.report["modality_dropped"]["valid"] == {}

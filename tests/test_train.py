@@ -263,11 +263,33 @@ def test_mmsa_pickle_source_trains(tmp_path, small_data):
     assert objects["datamodule"].location == str(pickle_path)
 
 
-def test_feature_width_mismatch_is_explained(tmp_path, small_data):
+def test_feature_widths_come_from_the_data(tmp_path, small_data):
+    """data.audio_dim=5 on 74-d audio: the model is built with the data's widths; only resuming (or
+    evaluating) a checkpoint of other widths is an error."""
+    import pickle
+
+    import numpy as np
+
     from mmsenti.errors import MmsentiError
 
-    cfg = compose_train(["experiment=mosi_fusion", "data.audio_dim=5", "debug=fdr", *SMALL], tmp_path, small_data)
-    with pytest.raises(MmsentiError, match="set data.audio_dim=74"):
+    cfg = compose_train(["experiment=mosi_fusion", "data.audio_dim=5", "debug=fdr", *SMALL], tmp_path / "run", small_data)
+    _, objects = train(cfg)
+    assert objects["datamodule"].feature_dims == {"audio": 74, "vision": 47}
+    assert objects["model"].net.config.audio_encoder["input_dim"] == 74
+    assert "audio_dim: 74" in (tmp_path / "run" / "resolved_config.yaml").read_text()
+    ckpt = tmp_path / "run" / "trained.ckpt"
+    objects["trainer"].save_checkpoint(ckpt)  # fast_dev_run writes none
+    rng = np.random.default_rng(0)
+    pkl = tmp_path / "other_widths.pkl"  # an MMSA pickle with 73-d audio, 35-d vision
+    pkl.write_bytes(pickle.dumps({s: {"raw_text": np.array(["a fine film"] * 2, dtype=object),
+                                      "id": np.array([f"v{s}$_$1", f"v{s}$_$2"], dtype=object),
+                                      "audio": rng.standard_normal((2, 3, 73)).astype(np.float32),
+                                      "vision": rng.standard_normal((2, 3, 35)).astype(np.float32),
+                                      "regression_labels": np.array([1.0, -1.0], np.float32)}
+                                  for s in ("train", "valid", "test")}))
+    cfg = compose_train(["experiment=mosi_fusion", "data=mosi_mmsa", f"data.path={pkl}", f"ckpt_path={ckpt}",
+                         "debug=fdr", *SMALL], tmp_path / "resume", small_data)
+    with pytest.raises(MmsentiError, match="does not match the configured model"):
         train(cfg)
 
 

@@ -1,7 +1,7 @@
 """``mmsenti data ...`` sub-commands: ``synth``, ``inspect``, ``download``.
 
     mmsenti data synth --out DIR [--scale mosi|small] [--seed N] [--format csd|mmsa]
-    mmsenti data inspect PATH [--json] [--plot FILE.png|DIR] [--mode aligned|unaligned]
+    mmsenti data inspect PATH [--json] [--plot FILE.png|DIR] [--mode aligned|unaligned] [--encoding utf-8]
     mmsenti data download mosi [--dest datasets/mosi] [--features words,covarep,facet,labels]
 
 Heavy imports (h5py, matplotlib, rich) happen inside the commands so ``mmsenti --help`` stays fast.
@@ -49,6 +49,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            "<folder>/<name>_labels.png); nothing is drawn without it")
     insp.add_argument("--mode", choices=("aligned", "unaligned"), default="aligned",
                       help="CSD folders: word-aligned rows (default) or frames at their own rate")
+    insp.add_argument("--encoding", default="utf-8",
+                      help="label.csv: its text encoding (default utf-8; e.g. latin-1, cp1252)")
     insp.set_defaults(func=_inspect)
 
     dl = dsub.add_parser(
@@ -92,13 +94,14 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"  {counts}")
         return 0
 
+    from .ids import video_of
     from .mmsa import load_mmsa_pickle
     from .synthetic import write_synthetic_mmsa
 
     path = write_synthetic_mmsa(args.out, scale=args.scale, seed=args.seed)
     data = load_mmsa_pickle(path)
     print(f"wrote synthetic CMU-MOSI (scale {args.scale}, seed {args.seed}) as an MMSA pickle: {path}")
-    videos = {s: len({x["id"].split("$_$")[0] for x in data.splits[s]}) for s in SPLITS}
+    videos = {s: len({video_of(x["id"]) for x in data.splits[s]}) for s in SPLITS}
     counts = ", ".join(f"{s} {videos[s]} videos / {len(data.splits[s])} segments" for s in SPLITS)
     print(f"  {counts}")
     print(f"  audio [N, 50, {data.audio_dim}], vision [N, 50, {data.vision_dim}] zero-padded, with *_lengths")
@@ -108,7 +111,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_path, plot_labels, render_text, to_jsonable
 
-    info = inspect_path(args.path, mode=args.mode)
+    info = inspect_path(args.path, mode=args.mode, encoding=args.encoding)
     plot = None
     if args.plot is not None:
         plot = plot_labels(info, args.plot)

@@ -14,10 +14,11 @@ Layout (checked against the official ``CMU_MOSI_Opinion_Labels.csd``)::
         data/<video_id>/intervals        (n, 2) float seconds, [start, end]
         metadata/<key>                   (1,) variable-length string holding a JSON value
 
-Metadata values are JSON in official files (``"CMU-MOSI"`` with quotes, ``1.0``, ``null``). The
-SDK's own writer stores ``str(value)`` instead, so :func:`read_csd` decodes JSON where it parses
-and keeps the raw text otherwise. :func:`write_csd` writes JSON, fills the metadata keys the SDK
-asks for, and writes atomically (temporary file + ``os.replace``) so an interrupted run never
+A file without the ``metadata`` group (hand-made or trimmed files) is read all the same, with one
+warning per file. Metadata values are JSON in official files (``"CMU-MOSI"`` with quotes, ``1.0``,
+``null``). The SDK's own writer stores ``str(value)`` instead, so :func:`read_csd` decodes JSON
+where it parses and keeps the raw text otherwise. :func:`write_csd` writes JSON, fills the
+metadata keys the SDK asks for, and writes atomically (temporary file + ``os.replace``) so an interrupted run never
 leaves a truncated file behind. :class:`CSDReader` reads one video entry at a time, for frame
 files too large to hold whole (COVAREP). Files we write load in ``mmsdk.mmdatasdk.computational_sequence``
 and files the SDK writes load here (both directions are tested).
@@ -26,6 +27,7 @@ and files the SDK writes load here (both directions are tested).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -62,6 +64,8 @@ SDK_METADATA_KEYS = (
     "featureset bib citation",
     "dataset bib citation",
 )
+
+log = logging.getLogger(__name__)
 
 #: What a user should do about a broken file; appended to every file-level error.
 FIX_HINT = "re-download it with `mmsenti data download mosi` (or regenerate a synthetic set)"
@@ -192,6 +196,8 @@ class CSDReader:
                 for key, ds in root["metadata"].items():
                     value = ds[()] if ds.shape == () else (ds[0] if ds.shape[0] else None)
                     self.metadata[key] = _decode_metadata(value)
+            else:
+                _warn_no_metadata(self.path, roots[0])
             self._data = root["data"]
             self.videos: list[str] = list(self._data.keys())
         except CSDError:
@@ -311,6 +317,18 @@ def write_csd(seq: ComputationalSequence, path: str | os.PathLike, compression: 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_WARNED_NO_METADATA: set[str] = set()
+
+
+def _warn_no_metadata(path: Path, root_name: str) -> None:
+    """The SDK's writer always adds ``metadata``; a file without it still reads (once-per-file warning)."""
+    key = str(path.resolve())
+    if key not in _WARNED_NO_METADATA:
+        _WARNED_NO_METADATA.add(key)
+        log.warning("%s: root group '%s' has no 'metadata' group; reading the data without it "
+                    "(extractor names and dataset facts are unknown)", path, root_name)
 
 
 def _short(exc: BaseException) -> str:

@@ -10,7 +10,17 @@ Sources (``data.source``):
 * ``label_csv`` — an MMSA-FET ``label.csv`` (text only);
 * ``sst2`` — GLUE SST-2 ``train.tsv``/``dev.tsv`` (text only; labels -1/+1, see :mod:`mmsenti.data.sst2`).
 
-``data.source_options`` passes source-specific settings (e.g. SST-2's ``train_size``).
+``data.source_options`` passes source-specific settings (e.g. SST-2's ``train_size``);
+``data.files`` names a CSD folder's files when they do not carry the SDK's names
+(``data.files.audio=my_covarep.csd``; ``null`` = the SDK name); ``data.encoding`` is a
+``label.csv``'s text encoding.
+
+Feature widths come from the data: after :meth:`SentimentDataModule.setup`, ``feature_dims`` (and
+``hparams.audio_dim`` / ``vision_dim``) hold the widths the source's frames have, whatever the
+config said; the config's width stays only for a modality the data does not carry. Build the model
+from ``feature_dims``. Segments a loader dropped (empty text, ``on_error=skip``, non-finite labels)
+are printed as one warning line per split; an empty train or valid split is an error, an empty
+test split a warning (the run then reports valid only).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from mmsenti.data.batch import SentimentCollator
 from mmsenti.errors import MmsentiError
-from mmsenti.models.pretrained import load_pretrained
+from mmsenti.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +47,12 @@ SOURCES = ("synthetic", "csd", "mmsa", "label_csv", "sst2")
 
 def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: str = "mosi", seed: int = 0,
                 on_error: str = "raise", max_frames: int | None = None, collapse: str = "mean",
-                folds: dict | None = None, source_options: dict | None = None):
-    """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``."""
+                folds: dict | None = None, source_options: dict | None = None, files: dict | None = None,
+                encoding: str = "utf-8"):
+    """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``.
+
+    ``files``: CSD sources only, ``{"words"|"audio"|"vision"|"labels": file}``; a ``None`` value
+    keeps the SDK's name for that input. ``encoding``: ``label_csv`` only."""
     path = Path(path).expanduser()
     if source == "synthetic":
         ensure_synthetic(path, scale, seed)
@@ -48,7 +62,9 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
     if source == "csd":
         from mmsenti.data.mosi import load_mosi_csd
 
-        return load_mosi_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse)
+        named = {str(k): str(v) for k, v in (files or {}).items() if v is not None}
+        return load_mosi_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse,
+                             files=named or None)
     if source == "mmsa":
         from mmsenti.data.mmsa import load_mmsa_pickle
 
@@ -56,12 +72,31 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
     if source == "label_csv":
         from mmsenti.data.mmsa import load_label_csv
 
-        return load_label_csv(path)
+        return load_label_csv(path, encoding=encoding)
     if source == "sst2":
         from mmsenti.data.sst2 import load_sst2
 
         return load_sst2(path, **(source_options or {}))
     raise MmsentiError(f"data.source={source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def drop_lines(report: dict[str, Any]) -> dict[str, str]:
+    """One line per split saying what a loader left out (``report["dropped"]``) or kept without a
+    modality (``report["modality_dropped"]``), by reason; splits with nothing dropped are absent."""
+    lines = {}
+    for split in SPLITS:
+        dropped = (report.get("dropped") or {}).get(split) or {}
+        partial = (report.get("modality_dropped") or {}).get(split) or {}
+        parts = []
+        if dropped:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in dropped.items())
+            parts.append(f"dropped {sum(dropped.values())} ({reasons})")
+        if partial:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in partial.items())
+            parts.append(f"kept {sum(partial.values())} without a modality ({reasons})")
+        if parts:
+            lines[split] = f"'{split}' split: " + "; ".join(parts)
+    return lines
 
 
 def ensure_synthetic(root: Path, scale: str, seed: int) -> None:
@@ -127,9 +162,13 @@ class SentimentDataModule(L.LightningDataModule):
         folds: dict | None = None,
         limit_per_split: int | None = None,
         source_options: dict | None = None,
+        text_normalization: str = "none",
+        files: dict | None = None,
+        encoding: str = "utf-8",
     ):
-        # a plain dict: hyper-parameters go into checkpoints, which load with weights_only=True
+        # plain dicts: hyper-parameters go into checkpoints, which load with weights_only=True
         source_options = {str(k): v for k, v in source_options.items()} if source_options else None
+        files = {str(k): (None if v is None else str(v)) for k, v in files.items()} if files else None
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.splits: dict[str, list[dict]] = {}
@@ -148,24 +187,43 @@ class SentimentDataModule(L.LightningDataModule):
         hp = self.hparams
         data = load_source(hp.source, self.location, mode=hp.mode, scale=hp.scale, seed=hp.synth_seed, on_error=hp.on_error,
                            max_frames=hp.max_frames, collapse=hp.collapse, folds=hp.folds,
-                           source_options=dict(hp.source_options or {}))
+                           source_options=dict(hp.source_options or {}), files=hp.get("files"),
+                           encoding=hp.get("encoding") or "utf-8")
+        splits = {s: list(data.splits.get(s, [])) for s in SPLITS}
         for name, dim in (("audio", data.audio_dim), ("vision", data.vision_dim)):
-            expected = getattr(hp, f"{name}_dim")
-            if dim and expected and dim != expected:
-                raise MmsentiError(f"{self.location}: {name} features are {dim}-d but data.{name}_dim={expected}; "
-                                   f"set data.{name}_dim={dim}")
-        self.splits = {s: list(data.splits.get(s, [])) for s in SPLITS}
-        if hp.limit_per_split:
-            self.splits = {s: v[: hp.limit_per_split] for s, v in self.splits.items()}
-        if not self.splits["train"]:
-            raise MmsentiError(f"{self.location}: no training segments (check the folds / the 'mode' column)")
+            carried = any(x.get(name) is not None for v in splits.values() for x in v)
+            if carried and dim and dim != hp[f"{name}_dim"]:
+                log.info("data: %s features are %d-d (data.%s_dim=%s); using the data's width", name, dim, name,
+                         hp[f"{name}_dim"])
+                hp[f"{name}_dim"] = int(dim)  # what the collator pads to and checkpoints record
         report = data.report
         self.report = dataclasses.asdict(report) if dataclasses.is_dataclass(report) else dict(report)
+        for line in drop_lines(self.report).values():
+            log.warning("data: %s: %s", self.location, line)
+        self.splits = {s: v[: hp.limit_per_split] for s, v in splits.items()} if hp.limit_per_split else splits
+        counts = ", ".join(f"{s} {len(v)}" for s, v in self.splits.items())
+        for split in ("train", "valid"):
+            if not self.splits[split]:
+                dropped = drop_lines(self.report).get(split)
+                raise MmsentiError(
+                    f"{self.location}: the '{split}' split is empty ({counts}"
+                    + (f"; {dropped}" if dropped else "")
+                    + "): training needs train and valid samples; check the folds (folds.json / data.folds) "
+                    "or the label.csv 'mode' column")
+        if not self.splits["test"]:
+            log.warning("data: %s: the 'test' split is empty (%s): testing is skipped, valid is reported", self.location,
+                        counts)
         for key in ("audio", "vision"):
             stats = frame_statistics(self.splits["train"], key, getattr(hp, f"{key}_dim"))
             if stats is not None:
                 self.feature_stats[key] = stats
         log.info("data: %s", {s: len(v) for s, v in self.splits.items()})
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """Audio/vision feature widths: the data's after :meth:`setup` (the config's before, and for
+        a modality the data does not carry). The model's ``input_dim`` must be these."""
+        return {"audio": int(self.hparams.audio_dim), "vision": int(self.hparams.vision_dim)}
 
     @property
     def location(self) -> str:
@@ -177,7 +235,7 @@ class SentimentDataModule(L.LightningDataModule):
         if self._collator is None:
             hp = self.hparams
             self._collator = SentimentCollator(load_pretrained(hp.tokenizer, "tokenizer"), hp.audio_dim, hp.vision_dim,
-                                               hp.max_text_len, hp.max_frames)
+                                               hp.max_text_len, hp.max_frames, hp.get("text_normalization", "none"))
         return self._collator
 
     def _loader(self, split: str, train: bool) -> DataLoader:

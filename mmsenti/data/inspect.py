@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from mmsenti.errors import MmsentiError
+
+from .ids import video_of
 
 __all__ = ["LABEL_BINS", "inspect_path", "plot_labels", "render_text", "to_jsonable"]
 
@@ -57,9 +58,9 @@ class _Running:
         self.zero_rows = 0
 
     def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        if not len(x):
+        if not len(x):  # a segment without frames (e.g. a zero-length one): nothing to add
             return
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         ok = np.isfinite(x)
         if not ok.all():
             self.nonfinite["nan"] += int(np.count_nonzero(np.isnan(x)))
@@ -125,17 +126,6 @@ def _label_stats(labels: list[float]) -> dict[str, Any]:
     return out
 
 
-_CSD_ID = re.compile(r"^(.*)\[\d+\]$")
-
-
-def _video_of(sample_id: str) -> str:
-    """``vid[k]`` (CSD loader) or ``vid$_$clip`` (MMSA) -> ``vid``."""
-    if "$_$" in sample_id:
-        return sample_id.split("$_$", 1)[0]
-    m = _CSD_ID.match(sample_id)
-    return m.group(1) if m else sample_id
-
-
 def to_jsonable(obj: Any) -> Any:
     """numpy arrays/scalars -> lists/numbers (6 decimals), non-finite floats -> None, Paths -> str."""
     if isinstance(obj, dict):
@@ -188,8 +178,10 @@ def _folder_target(path: Path) -> Path | None:
     )
 
 
-def inspect_path(path: str | os.PathLike, mode: str = "aligned") -> dict[str, Any]:
-    """Inspect a data folder or file (see the module doc); returns a JSON-ready dict."""
+def inspect_path(path: str | os.PathLike, mode: str = "aligned", encoding: str = "utf-8") -> dict[str, Any]:
+    """Inspect a data folder or file (see the module doc); returns a JSON-ready dict.
+
+    ``encoding`` is the text encoding of a ``label.csv`` (other inputs are binary)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise MmsentiError(f"{path}: no such file or folder")
@@ -208,7 +200,7 @@ def inspect_path(path: str | os.PathLike, mode: str = "aligned") -> dict[str, An
     if kind == "csv":
         from .mmsa import load_label_csv
 
-        data = load_label_csv(path)
+        data = load_label_csv(path, encoding=encoding)
         return _from_samples(path, "label_csv", None, data.splits, 0, 0, {}, loader_report=data.report.as_dict())
     return _inspect_csd_file(path, mode)
 
@@ -230,6 +222,9 @@ def _inspect_csd_set(root: Path, mode: str, files: dict | None = None, kind: str
         "unknown_fold_ids": rep["unknown_fold_ids"],
         "unknown_fold_examples": rep["unknown_fold_examples"],
         "videos_not_in_folds": rep["videos_not_in_folds"],
+        "zero_length_segments": sum(rep["zero_length_segments"].values()),
+        "zero_length_examples": rep["zero_length_examples"],
+        "unused_files": rep.get("unused_files", []) if files is None else [],
     }
     nonfinite = {m: rep["nonfinite_replaced"][m] for m in ("audio", "vision") if m not in rep["missing_files"]}
     out = _from_samples(path or root, kind, mode, data.splits, data.audio_dim, data.vision_dim, problems,
@@ -253,11 +248,11 @@ def _from_samples(path: Path, kind: str, mode: str | None, splits: dict[str, lis
     labels = {}
     for s in names:
         samples = splits[s]
-        split_info[s] = {"segments": len(samples), "videos": len({_video_of(x["id"]) for x in samples})}
+        split_info[s] = {"segments": len(samples), "videos": len({video_of(x["id"]) for x in samples})}
         labels[s] = _label_stats([x["label"] for x in samples])
     every = [x for s in names for x in splits[s]]
     labels["all"] = _label_stats([x["label"] for x in every])
-    split_info["all"] = {"segments": len(every), "videos": len({_video_of(x["id"]) for x in every})}
+    split_info["all"] = {"segments": len(every), "videos": len({video_of(x["id"]) for x in every})}
 
     features: dict[str, Any] = {}
     for m, dim in (("audio", audio_dim), ("vision", vision_dim)):
@@ -315,7 +310,7 @@ def _inspect_csd_file(path: Path, mode: str) -> dict[str, Any]:
     # a lone label file has no other inputs by design: keep only the problems it can have
     out["problems"] = {k: v for k, v in out["problems"].items()
                        if k in ("skipped", "invalid_entries", "unknown_fold_ids", "unknown_fold_examples",
-                                "videos_not_in_folds")}
+                                "videos_not_in_folds", "zero_length_segments", "zero_length_examples")}
     out["features"] = {"audio": None, "vision": None}
     out["mode"] = None
     return out
@@ -497,11 +492,16 @@ def _problem_lines(info: dict[str, Any]) -> list[str]:
     out = []
     if p.get("missing_files"):
         out.append(f"missing files (modality absent): {', '.join(p['missing_files'])}")
+    if p.get("unused_files"):
+        out.append(f".csd files not read: {', '.join(p['unused_files'])} (name them with data.files.words/audio/vision)")
     for k, n in (p.get("videos_missing_from") or {}).items():
         if n and k not in (p.get("missing_files") or []):
             out.append(f"{n} video(s) absent from the {k} file")
     if p.get("segments_without_words"):
         out.append(f"{p['segments_without_words']} segment(s) without words")
+    if p.get("zero_length_segments"):
+        out.append(f"{p['zero_length_segments']} zero-length segment(s) (end = start; kept, no words or frames), "
+                   f"e.g. {', '.join(p.get('zero_length_examples', [])[:3])}")
     for key, what in (("words_without_frames", "word row(s) without {m} frames (zero rows)"),
                       ("segments_without_frames", "segment(s) without {m} frames")):
         for m, n in (p.get(key) or {}).items():

@@ -23,8 +23,11 @@ them. Aligned files carry no lengths, so their zero padding is kept as frames (M
 same for aligned data). Non-finite feature values (COVAREP has ``-inf``) become 0 and are
 counted in the report.
 
-:func:`load_label_csv` reads the MMSA-FET ``label.csv`` layout (``video_id, clip_id, text,
-label, mode``) as a text-only data set.
+:func:`read_label_csv` is the one reader of the MMSA-FET ``label.csv`` layout (``video_id,
+clip_id, text, label, mode``): :func:`load_label_csv` turns its rows into a text-only data set and
+``mmsenti extract`` into the clips to extract. A file that is not in the given ``encoding``
+(UTF-8 by default) is one error naming the line; pass ``encoding="latin-1"`` (``data.encoding``,
+``--encoding``) for such files.
 
 Both return :class:`MmsaData`, with the attribute names of the CSD loader's ``MosiData``
 (``splits``, ``audio_dim``, ``vision_dim``, ``report``) so callers can take either.
@@ -36,6 +39,7 @@ import _compat_pickle
 import codecs
 import collections
 import csv
+import io
 import math
 import os
 import pickle
@@ -49,8 +53,11 @@ from numpy._core import numeric as _np_numeric
 
 from mmsenti.errors import MmsentiError
 
+from .ids import sample_id
+
 __all__ = [
     "LABEL_CSV_COLUMNS",
+    "LabelRow",
     "MmsaData",
     "MmsaFormatError",
     "MmsaReport",
@@ -58,6 +65,7 @@ __all__ = [
     "UnsafePickleError",
     "load_label_csv",
     "load_mmsa_pickle",
+    "read_label_csv",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -93,13 +101,14 @@ class MmsaReport:
     empty_text: int = 0  # pickle: samples kept although raw_text is empty
     skipped_empty_text: int = 0  # label.csv: rows skipped because text is empty
     skipped_other_folds: int = 0  # label.csv: rows whose mode is not among the requested folds
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> rows left out
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.samples.items())
-        extras = {k: v for k, v in self.as_dict().items() if k not in ("source", "samples") and v}
+        extras = {k: v for k, v in self.as_dict().items() if k not in ("source", "samples", "dropped") and v}
         tail = "".join(f", {k}={v}" for k, v in extras.items())
         return f"{self.source}: {counts}{tail}"
 
@@ -318,45 +327,94 @@ def _check_label(value: float, where: str) -> None:
 # --------------------------------------------------------------------------- MMSA-FET label.csv
 
 
-def load_label_csv(path: str | os.PathLike, folds: Iterable[str] = SPLITS) -> MmsaData:
+@dataclass(frozen=True)
+class LabelRow:
+    """One validated ``label.csv`` row (``line`` is its line number in the file)."""
+
+    line: int
+    video_id: str
+    clip_id: str
+    text: str
+    label: float
+    mode: str
+
+    @property
+    def id(self) -> str:
+        return sample_id(self.video_id, self.clip_id)
+
+
+def read_label_csv(path: str | os.PathLike, encoding: str = "utf-8") -> list[LabelRow]:
+    """Every row of an MMSA-FET ``label.csv``, validated; the one reader of that layout.
+
+    Raises :class:`MmsaFormatError` naming the file and line for: a file that is not ``encoding``
+    text (the fix: ``encoding=``, e.g. ``"latin-1"``), a missing column, an empty ``video_id`` or
+    ``clip_id``, a mode other than train/valid/test, a label that is not a finite number in
+    [-3, 3], an id (``video_id$_$clip_id``) seen before. Rows with empty text are returned (the
+    callers decide what to do with them). A UTF-8 byte-order mark is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MmsaFormatError(f"{path}: file not found; expected an MMSA-FET label.csv "
+                              f"(columns {', '.join(LABEL_CSV_COLUMNS)})")
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise MmsaFormatError(f"{path}: unknown text encoding {encoding!r}; use e.g. utf-8, latin-1, cp1252") from None
+    raw = path.read_bytes()
+    if codec == "utf-8" and raw.startswith(codecs.BOM_UTF8):  # Excel's "CSV UTF-8"
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise MmsaFormatError(
+            f"{path}: line {line}: not {encoding} text (byte 0x{raw[err.start]:02x} on that line); "
+            f"if the file is in another encoding, pass it: --encoding latin-1 / data.encoding=latin-1 (or cp1252 ...)"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    _check_columns(path, reader.fieldnames)
+    rows: list[LabelRow] = []
+    seen: dict[str, int] = {}
+    for cells in reader:
+        row = _label_row(path, reader.line_num, cells)
+        if row.id in seen:
+            raise MmsaFormatError(f"{path}: line {row.line}: id {row.id} already on line {seen[row.id]}")
+        seen[row.id] = row.line
+        rows.append(row)
+    return rows
+
+
+def load_label_csv(path: str | os.PathLike, folds: Iterable[str] = SPLITS, encoding: str = "utf-8") -> MmsaData:
     """Read an MMSA-FET ``label.csv`` (``video_id, clip_id, text, label, mode``) as text-only data.
 
     * ``id`` is MMSA's ``f"{video_id}$_${clip_id}"``; ``audio``/``vision`` are ``None`` and
       ``audio_dim``/``vision_dim`` are ``0`` (ints like every loader; the collator then gives
       all-false masks of width 0).
-    * Rows with empty text are **skipped** and counted (``report.skipped_empty_text``): a
-      text-only model would learn only its bias from them.
+    * Rows with empty text are **skipped** and counted (``report.skipped_empty_text``, and per
+      split in ``report.dropped``): a text-only model would learn only its bias from them.
     * Every requested fold is a key of ``.splits`` even when no row has that mode (the shared
       ``label_trainvalid.csv`` has no test rows); rows of other folds are counted as skipped.
-    * A non-numeric, non-finite or out-of-[-3, 3] label, an unknown mode, a missing column or a
-      duplicate id raises :class:`MmsaFormatError` naming the file and line.
+    * Bad rows and a file not in ``encoding`` raise :class:`MmsaFormatError` naming the file and
+      line (see :func:`read_label_csv`).
     """
     path = Path(path)
     folds = tuple(folds)
     unknown = [f for f in folds if f not in SPLITS]
     if unknown:
         raise ValueError(f"unknown fold(s) {unknown}; label.csv modes are {list(SPLITS)}")
-    if not path.is_file():
-        raise MmsaFormatError(f"{path}: file not found; expected an MMSA-FET label.csv")
     report = MmsaReport(source=str(path))
     splits: dict[str, list[dict]] = {f: [] for f in folds}
-    seen: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        _check_columns(path, reader.fieldnames)
-        for row in reader:
-            sample, mode = _label_row(path, reader.line_num, row)
-            if mode not in splits:
-                report.skipped_other_folds += 1
-            elif not sample["text"].strip():
-                report.skipped_empty_text += 1
-            else:
-                if sample["id"] in seen:
-                    first = seen[sample["id"]]
-                    raise MmsaFormatError(f"{path}: line {reader.line_num}: id {sample['id']} already on line {first}")
-                seen[sample["id"]] = reader.line_num
-                splits[mode].append(sample)
+    dropped: dict[str, collections.Counter] = {f: collections.Counter() for f in folds}
+    for row in read_label_csv(path, encoding=encoding):
+        if row.mode not in splits:
+            report.skipped_other_folds += 1
+        elif not row.text:
+            report.skipped_empty_text += 1
+            dropped[row.mode]["empty text"] += 1
+        else:
+            splits[row.mode].append({"id": row.id, "text": row.text, "audio": None, "vision": None, "label": row.label})
     report.samples = {f: len(s) for f, s in splits.items()}
+    report.dropped = {f: dict(c) for f, c in dropped.items()}
     return MmsaData(splits, audio_dim=0, vision_dim=0, report=report)
 
 
@@ -367,22 +425,18 @@ def _check_columns(path: Path, fieldnames: Sequence[str] | None) -> None:
         raise MmsaFormatError(f"{path}: missing column(s) {missing}; header is {header}, expected {want}")
 
 
-def _label_row(path: Path, line: int, row: dict[str, str | None]) -> tuple[dict, str]:
+def _label_row(path: Path, line: int, row: dict[str, str | None]) -> LabelRow:
     where = f"{path}: line {line}"
     cells = {c: (row.get(c) or "").strip() for c in LABEL_CSV_COLUMNS}
     mode = cells["mode"]
     if mode not in SPLITS:
         raise MmsaFormatError(f"{where}: mode {mode!r} is not one of {list(SPLITS)}")
+    if not cells["video_id"] or not cells["clip_id"]:
+        raise MmsaFormatError(f"{where}: video_id and clip_id must not be empty")
     try:
         label = float(cells["label"])
     except ValueError:
         raise MmsaFormatError(f"{where}: label {cells['label']!r} is not a number in [-3, 3]") from None
     _check_label(label, where)
-    sample = {
-        "id": f"{cells['video_id']}$_${cells['clip_id']}",
-        "text": cells["text"],
-        "audio": None,
-        "vision": None,
-        "label": label,
-    }
-    return sample, mode
+    return LabelRow(line=line, video_id=cells["video_id"], clip_id=cells["clip_id"], text=cells["text"],
+                    label=label, mode=mode)

@@ -10,7 +10,7 @@ of a second.
 
 Samples follow the contract in :mod:`mmsenti.data.batch`::
 
-    {"id": "<video_id>[<segment index in the label file>]",  # the SDK's segment key
+    {"id": "<video_id>$_$<clip>",  # MMSA's id (mmsenti.data.ids): clip = segment row + 1; SDK key <video_id>[row]
      "text": words of the segment joined by spaces, "sp" silence tokens dropped (None: no words),
      "audio": float32 [T, 74] or None, "vision": float32 [T, 47] or None,
      "label": float sentiment in [-3, 3]}
@@ -35,13 +35,20 @@ Data problems and the ``on_error`` policy (``"raise"`` default, or ``"skip"`` = 
 
 Always counted, never an error: NaN/+-inf feature values (replaced by 0), a missing modality
 file or a video absent from a modality file (that modality is ``None`` for those samples), words
-or segments no frame overlaps. The label file itself is required.
+or segments no frame overlaps, zero-length segments (the official label file has one,
+``2WGyTLYerpo[43]``: kept, with no words and no frames). What was dropped is also counted per split
+(``report["dropped"]``, ``report["modality_dropped"]``) for the console warning the datamodule prints.
+
+Always an error: a missing label file or a file named in ``files=`` that is not there
+(:class:`~mmsenti.data.csd.CSDError`, listing the ``.csd`` files the folder does hold), a words file
+whose features are numbers rather than words (:class:`MosiDataError`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -57,8 +64,11 @@ import numpy as np
 from mmsenti.errors import MmsentiError
 
 from .align import EPS, Collapse, collapse_frames, overlap_pairs, sort_by_start, subsample_frames
-from .csd import ComputationalSequence, CSDReader, decode_words, read_csd
+from .csd import ComputationalSequence, CSDError, CSDReader, decode_words, read_csd
 from .folds import SPLITS, assign_folds, resolve_folds
+from .ids import csd_segment_id
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_FILES", "MosiData", "MosiDataError", "default_cache_dir", "load_mosi_csd"]
 
@@ -73,7 +83,7 @@ DEFAULT_FILES: dict[str, tuple[str, ...]] = {
 DEFAULT_DIMS = {"audio": 74, "vision": 47}
 MODALITIES = ("audio", "vision")
 SILENCE = "sp"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ids are <video>$_$<clip>, zero-length and per-split drop counts
 
 Mode = Literal["aligned", "unaligned"]
 OnError = Literal["raise", "skip"]
@@ -94,7 +104,10 @@ class MosiData:
     (unaligned); ``segments_without_words``; ``subsampled_segments``; ``skipped`` (``videos`` /
     ``segments`` / ``modality_entries`` by reason); ``invalid_entries`` (file -> video -> reason);
     ``unknown_fold_ids`` and examples; ``videos_not_in_folds``; ``folds_source``; ``cache``
-    (``hit``, ``path``, ``key``, or ``error``) and ``seconds``.
+    (``hit``, ``path``, ``key``, or ``error``) and ``seconds``; ``zero_length_segments`` (kept)
+    and examples; ``dropped`` (split -> reason -> segments left out of that split, or whole videos
+    where the reason says so) and ``modality_dropped`` (split -> reason -> segments kept without
+    that modality); ``unused_files`` (``.csd`` files in ``root`` that no input was read from).
     """
 
     splits: dict[str, list[dict]]
@@ -139,7 +152,8 @@ def load_mosi_csd(
             or, for a read-only ``root``, ``~/.cache/mmsenti/mosi``; ``False``: no cache). An
             unwritable cache folder is reported in ``report["cache"]["error"]``, not raised.
         files: per-input overrides ``{"words"|"audio"|"vision"|"labels": path or None}``; a relative
-            path is taken under ``root``; ``None`` disables that modality.
+            path is taken under ``root``; ``None`` disables that modality. A named file that does not
+            exist is an error (:class:`~mmsenti.data.csd.CSDError`, listing the ``.csd`` files in ``root``).
         eps: overlap threshold in seconds (SDK 0.0.6: 1e-3).
     """
     t0 = time.perf_counter()
@@ -153,6 +167,7 @@ def load_mosi_csd(
         raise ValueError(f"max_frames must be a positive integer or None, got {max_frames!r}")
     root = Path(root)
     paths = _resolve_files(root, files)
+    unused = _warn_unused_files(root, paths, files)
     resolved = resolve_folds(root, folds)
     settings = {
         "version": CACHE_VERSION, "mode": mode, "on_error": on_error, "collapse": collapse, "eps": eps,
@@ -170,11 +185,13 @@ def load_mosi_csd(
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 data = None  # unreadable cache: rebuild and overwrite it
             if data is not None:
+                data.report["unused_files"] = unused
                 data.report["cache"] = {"hit": True, "path": str(cache_path), "key": key}
                 data.report["seconds"] = round(time.perf_counter() - t0, 4)
                 return data
 
     data = _build(root, paths, resolved, mode, on_error, settings["max_frames"], collapse, eps)
+    data.report["unused_files"] = unused
     cache_info: dict[str, Any] = {"hit": False, "path": None, "key": key}
     if cache_path is not None:
         try:
@@ -191,6 +208,19 @@ def load_mosi_csd(
 # inputs
 
 
+def _csd_files_in(root: Path) -> list[str]:
+    """Names of the ``.csd`` files directly in ``root`` (sorted; empty if it is not a folder)."""
+    try:
+        return sorted(p.name for p in root.iterdir() if p.suffix.lower() == ".csd" and p.is_file())
+    except OSError:
+        return []
+
+
+def _listing(root: Path) -> str:
+    names = _csd_files_in(root)
+    return f".csd files in {root}: {', '.join(names)}" if names else f"no .csd files in {root}"
+
+
 def _resolve_files(root: Path, files: Mapping[str, Any] | None) -> dict[str, Path | None]:
     files = dict(files or {})
     unknown = set(files) - set(DEFAULT_FILES)
@@ -201,12 +231,31 @@ def _resolve_files(root: Path, files: Mapping[str, Any] | None) -> dict[str, Pat
         if key in files:
             given = files[key]
             out[key] = None if given is None else (Path(given) if Path(given).is_absolute() else root / given)
+            if out[key] is not None and not out[key].is_file():
+                raise CSDError(out[key], f"file not found (named as the {key} file, data.files.{key})",
+                               hint=f"{_listing(root)}; fix data.files.{key}")
         else:
             found = [root / n for n in names if (root / n).is_file()]
             out[key] = found[0] if found else root / names[0]
     if out["labels"] is None:
         raise ValueError("files['labels'] cannot be None: the label file defines the samples")
+    if not out["labels"].is_file():
+        raise CSDError(out["labels"], "label file not found",
+                       hint=f"{_listing(root)}; name yours with data.files.labels=<file> (files={{'labels': ...}}), "
+                            "or fetch the official one with `mmsenti data download mosi --features labels`")
     return out
+
+
+def _warn_unused_files(root: Path, paths: dict[str, Path | None], files: Mapping[str, Any] | None) -> list[str]:
+    """Modality files missing under their SDK names while other ``.csd`` files sit unread: say so once."""
+    used = {p.name for p in paths.values() if p is not None and p.is_file() and p.parent == root}
+    unused = [n for n in _csd_files_in(root) if n not in used]
+    absent = [k for k in ("words", "audio", "vision") if k not in (files or {}) and not _is_file(paths[k])]
+    if absent and unused:
+        log.warning("%s: no %s file under the SDK name(s) (%s), and %s %s not read; name them with %s",
+                    root, "/".join(absent), ", ".join(n for k in absent for n in DEFAULT_FILES[k]), ", ".join(unused),
+                    "is" if len(unused) == 1 else "are", " ".join(f"data.files.{k}=<file>" for k in absent))
+    return unused
 
 
 def default_cache_dir(root: str | os.PathLike) -> Path:
@@ -269,10 +318,23 @@ def _build(root, paths, resolved, mode, on_error, max_frames, collapse, eps) -> 
     strict = on_error == "raise"
     labels = read_csd(paths["labels"], strict=strict)
     words = read_csd(paths["words"], strict=strict) if _is_file(paths["words"]) else None
+    if words is not None:
+        _check_words(words)
     with ExitStack() as stack:
         readers = {m: (stack.enter_context(CSDReader(paths[m], strict=strict)) if _is_file(paths[m]) else None)
                    for m in MODALITIES}
         return _process(root, paths, resolved, labels, words, readers, mode, strict, max_frames, collapse, eps)
+
+
+def _check_words(words: ComputationalSequence) -> None:
+    """A words file stores bytes/strings; numbers there (a feature file under the words name) would
+    silently become text such as ``"232.0 1379.0"``."""
+    for vid, (feats, _) in words.data.items():
+        if np.asarray(feats).dtype.kind not in "SUO":
+            raise MosiDataError(
+                f"{words.path}: a words file must hold words (bytes, shape (n, 1)), but entry '{vid}' holds "
+                f"{np.asarray(feats).dtype} numbers of shape {np.asarray(feats).shape}; this looks like a feature "
+                "file: point data.files.words (files={'words': ...}) at the timestamped words .csd")
 
 
 def _process(
@@ -303,10 +365,15 @@ def _process(
     segments_without_words = 0
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     split_videos = Counter()
+    dropped: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    modality_dropped: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    zero_length: dict[str, int] = {s: 0 for s in SPLITS}
+    zero_length_examples: list[str] = []
 
     for vid, reason in labels.invalid.items():
         if vid in assignment.split_of:
             skipped["videos"][f"labels entry invalid: {reason}"] += 1  # its rows are unusable
+            dropped[assignment.split_of[vid]][f"whole video, labels entry invalid: {reason}"] += 1
 
     order = [v for s in SPLITS for v in resolved.folds[s] if v in assignment.split_of and v in labels.data]
     for vid in order:
@@ -323,6 +390,11 @@ def _process(
                     "fix the label file or load with on_error='skip'"
                 )
             skipped["segments"]["non-finite label"] += int((~finite).sum())
+            dropped[split]["non-finite label"] += int((~finite).sum())
+        ids = [csd_segment_id(vid, k, n_seg) for k in range(n_seg)]
+        short = np.flatnonzero(finite & (seg_iv[:, 1] <= seg_iv[:, 0]))
+        zero_length[split] += int(short.size)
+        zero_length_examples.extend(ids[k] for k in short[: max(0, 10 - len(zero_length_examples))])
 
         # words of the video (sorted by start) and their membership in segments
         text: list[str | None] = [None] * n_seg
@@ -350,6 +422,8 @@ def _process(
             if reader is not None and vid in reader and not (mode == "aligned" and seg_words is None):
                 entry = reader.read(vid)  # None if invalid (non-strict; recorded in reader.invalid)
             if entry is None:
+                if reader is not None and vid in reader.invalid:
+                    modality_dropped[split][f"{m} entry invalid: {reader.invalid[vid]}"] += int(finite.sum())
                 feats[m] = [None] * n_seg
                 continue
             f, f_iv = sort_by_start(*entry)
@@ -383,7 +457,7 @@ def _process(
             if not finite[k]:
                 continue
             sample = {
-                "id": f"{vid}[{k}]",
+                "id": ids[k],
                 "text": text[k],
                 "audio": feats["audio"][k],
                 "vision": feats["vision"][k],
@@ -404,6 +478,9 @@ def _process(
             for vid, reason in entries.items():
                 if vid in assignment.split_of:
                     skipped["modality_entries"][f"{k} entry invalid: {reason}"] += 1
+                    if k == "words" and vid in labels.data:  # no text for the video's segments
+                        split = assignment.split_of[vid]
+                        modality_dropped[split][f"words entry invalid: {reason}"] += len(labels.data[vid][1])
     report = {
         "mode": mode,
         "root": str(root),
@@ -424,6 +501,10 @@ def _process(
         "unknown_fold_ids": assignment.num_unknown,
         "unknown_fold_examples": [v for ids in assignment.unknown.values() for v in ids][:10],
         "videos_not_in_folds": len(assignment.unassigned),
+        "zero_length_segments": zero_length,
+        "zero_length_examples": zero_length_examples,
+        "dropped": {s: dict(c) for s, c in dropped.items()},
+        "modality_dropped": {s: dict(c) for s, c in modality_dropped.items()},
     }
     return MosiData(splits=splits, audio_dim=int(dims["audio"]), vision_dim=int(dims["vision"]), report=report)
 

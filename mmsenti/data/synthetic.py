@@ -340,7 +340,7 @@ def write_synthetic_mmsa(out_dir: str | Path, scale: Literal["mosi", "small"] = 
     MMSA's ``unaligned_50.pkl`` layout::
 
         {"train" | "valid" | "test": {
-            "raw_text": [N] str, "id": [N] "<video_id>$_$<segment index>",
+            "raw_text": [N] str, "id": [N] "<video_id>$_$<clip>" (the CSD loader's ids),
             "audio": float32 [N, 50, 74], "vision": float32 [N, 50, 47] (zero padded),
             "audio_lengths": int64 [N], "vision_lengths": int64 [N],
             "regression_labels": float32 [N]}}
@@ -362,7 +362,7 @@ def write_synthetic_mmsa(out_dir: str | Path, scale: Literal["mosi", "small"] = 
         samples = data.splits[split]
         part: dict[str, np.ndarray] = {
             "raw_text": np.array([s["text"] or "" for s in samples], dtype=str),
-            "id": np.array([_mmsa_id(s["id"]) for s in samples], dtype=str),
+            "id": np.array([s["id"] for s in samples], dtype=str),
             "regression_labels": np.array([s["label"] for s in samples], dtype=np.float32),
         }
         for m, dim in dims.items():
@@ -386,9 +386,3 @@ def write_synthetic_mmsa(out_dir: str | Path, scale: Literal["mosi", "small"] = 
         Path(tmp_file).unlink(missing_ok=True)
         raise
     return path
-
-
-def _mmsa_id(sample_id: str) -> str:
-    """``vid[k]`` (CSD loader) -> MMSA's ``vid$_$k``."""
-    vid, _, rest = sample_id.rpartition("[")
-    return f"{vid}$_${rest.rstrip(']')}" if vid else sample_id

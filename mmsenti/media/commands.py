@@ -1,7 +1,7 @@
 """``mmsenti extract`` and ``mmsenti predict`` (wired into the ``mmsenti`` command by :mod:`mmsenti.cli`).
 
     mmsenti extract DATASET_DIR --out DIR [--workers 2] [--force] [--audio librosa_prosody|egemaps]
-                    [--detect-every 5] [--max-seconds 300] [--limit N] [--no-progress] [--json]
+                    [--detect-every 5] [--max-seconds 300] [--limit N] [--encoding utf-8] [--no-progress] [--json]
     mmsenti predict [CLIP] --text "..." --model MODEL.ckpt|EXPORT_DIR [--words FILE.json] [--features DIR] [--threads 1] [--json]
 
 Heavy imports (librosa, OpenCV, PyAV, torch) happen inside the commands, so ``mmsenti --help``
@@ -32,6 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ext.add_argument("--no-vision", action="store_true", help="skip face/expression extraction")
     ext.add_argument("--max-seconds", type=float, default=300.0, help="use at most this many seconds of each clip (default 300)")
     ext.add_argument("--limit", type=int, default=None, help="only the first N rows of label.csv")
+    ext.add_argument("--encoding", default="utf-8", help="label.csv's text encoding (default utf-8; e.g. latin-1, cp1252)")
     ext.add_argument("--force", action="store_true", help="ignore the per-clip cache")
     ext.add_argument("--no-progress", action="store_true", help="no progress bar")
     ext.add_argument("--json", action="store_true", help="print the manifest (extraction.json) as JSON")
@@ -60,7 +61,7 @@ def _extract(args: argparse.Namespace) -> int:
     face = None if args.no_vision else {"name": "face_expression", "parameters": {"detect_every": args.detect_every}}
     manifest = extract_dataset(args.dataset_dir, args.out, workers=max(1, args.workers), audio=args.audio, face=face,
                                max_seconds=args.max_seconds, progress=not args.no_progress and sys.stderr.isatty(),
-                               force=args.force, limit=args.limit)
+                               force=args.force, limit=args.limit, encoding=args.encoding)
     if args.json:
         print(json.dumps(manifest, indent=1, default=str))
         return 0
@@ -84,21 +85,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _overrides(manifest: dict) -> str:
-    """Hydra overrides ``data=extracted`` needs for these features (its defaults: 43-d audio, 267-d vision)."""
-    from mmsenti.data.mosi import DEFAULT_DIMS
-
-    defaults = {"audio": 43, "vision": 267}
-    parts, modalities = [], ["text"]
-    for m in ("audio", "vision"):
-        if manifest["files"].get(m) is None:  # no entry at all: the loader falls back to the SDK width
-            parts.append(f"data.{m}_dim={DEFAULT_DIMS[m]}")
-        else:
-            modalities.append(m)
-            if manifest["dims"][m] != defaults[m]:
-                parts.append(f"data.{m}_dim={manifest['dims'][m]}")
-    if len(modalities) < 3:
-        parts.append(f"model.modalities=[{','.join(modalities)}]")
-    return "".join(f" {p}" for p in parts)
+    """Hydra overrides ``data=extracted`` needs for these features: the modalities extracted (the
+    feature widths need none: the datamodule reads them from the files)."""
+    modalities = ["text"] + [m for m in ("audio", "vision") if manifest["files"].get(m) is not None]
+    return "" if len(modalities) == 3 else f" model.net.modalities=[{','.join(modalities)}]"
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ Output (what :func:`mmsenti.data.mosi.load_mosi_csd` and ``data=extracted`` read
 The file names are the SDK's CMU-MOSI names because that is what the data layer looks for; what
 they hold is stated in each file's metadata (``extractor``: name, version, parameters, dimension
 names; plus the SDK's own keys). Each clip is its own "video" entry keyed ``<video_id>$_$<clip_id>``
-(MMSA's id), so folds follow the ``mode`` of each clip, and samples are ``<key>[0]``.
+(MMSA's id), so folds follow the ``mode`` of each clip, and each sample's id is that key.
 
 A clip that cannot be used (missing/corrupt media, no audio *and* no video...) is counted and
 listed in ``extraction.json`` and the summary, never aborts the batch; it gets no label entry, so
@@ -31,7 +31,6 @@ face, empty transcript) keeps the others and that modality is simply absent for 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from mmsenti.data.csd import ComputationalSequence, CSDReader, encode_words, write_csd
-from mmsenti.data.mmsa import LABEL_CSV_COLUMNS
+from mmsenti.data.mmsa import LABEL_CSV_COLUMNS, read_label_csv
 from mmsenti.data.mosi import DEFAULT_FILES, save_npz_atomic
 from mmsenti.errors import MmsentiError
 
@@ -199,41 +198,18 @@ class ClipTask:
     fingerprint: str
 
 
-def read_label_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of an MMSA-FET ``label.csv`` (all rows, including empty texts), validated."""
+def read_label_rows(path: Path, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """Rows of an MMSA-FET ``label.csv`` (all rows, including empty texts), validated by the data
+    layer's one reader (:func:`mmsenti.data.mmsa.read_label_csv`); ``key`` is the clip's CSD entry name."""
     if not path.is_file():
         raise MmsentiError(f"{path}: no label.csv (expected columns {', '.join(LABEL_CSV_COLUMNS)})")
     rows = []
-    seen: set[str] = set()
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in LABEL_CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise MmsentiError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
-        for row in reader:
-            cells = {c: (row.get(c) or "").strip() for c in LABEL_CSV_COLUMNS}
-            where = f"{path}: line {reader.line_num}"
-            if cells["mode"] not in SPLITS:
-                raise MmsentiError(f"{where}: mode {cells['mode']!r} is not one of {list(SPLITS)}")
-            try:
-                label = float(cells["label"])
-            except ValueError:
-                raise MmsentiError(f"{where}: label {cells['label']!r} is not a number") from None
-            if not np.isfinite(label) or not -3.0 <= label <= 3.0:
-                raise MmsentiError(f"{where}: label {label} is not in [-3, 3]")
-            key = clip_key(cells["video_id"], cells["clip_id"])
-            if not cells["video_id"] or not cells["clip_id"] or "/" in key:
-                raise MmsentiError(f"{where}: video_id and clip_id must be non-empty and contain no '/'")
-            if key in seen:
-                raise MmsentiError(f"{where}: clip {key} appears twice")
-            seen.add(key)
-            rows.append({**cells, "key": key, "label_value": label})
+    for row in read_label_csv(path, encoding=encoding):
+        if "/" in row.id:  # an HDF5 group name: '/' would nest groups
+            raise MmsentiError(f"{path}: line {row.line}: video_id and clip_id must contain no '/'")
+        rows.append({"video_id": row.video_id, "clip_id": row.clip_id, "text": row.text, "mode": row.mode,
+                     "key": row.id, "label_value": row.label})
     return rows
-
-
-def clip_key(video_id: str, clip_id: str) -> str:
-    """MMSA's sample id ``<video_id>$_$<clip_id>``: the CSD entry name of one clip."""
-    return f"{video_id}$_${clip_id}"
 
 
 def find_media(raw_dir: Path, video_id: str, clip_id: str) -> Path | None:
@@ -320,14 +296,16 @@ def extract_dataset(
     progress: bool = True,
     force: bool = False,
     limit: int | None = None,
+    encoding: str = "utf-8",
 ) -> dict[str, Any]:
     """Extract every clip of ``dataset_dir`` into CSD files in ``out_dir``; returns the manifest dict.
 
     ``workers > 1`` runs clips in that many processes (one torch/OpenCV thread each). ``force``
-    ignores the cache. Raises :class:`MmsentiError` only when nothing at all could be extracted.
+    ignores the cache. ``encoding`` is label.csv's text encoding. Raises :class:`MmsentiError` only
+    when nothing at all could be extracted (or label.csv is unreadable).
     """
     dataset_dir, out = Path(dataset_dir), Path(out_dir)
-    rows = read_label_rows(dataset_dir / "label.csv")
+    rows = read_label_rows(dataset_dir / "label.csv", encoding=encoding)
     if limit is not None:
         rows = rows[:limit]
     if not rows:

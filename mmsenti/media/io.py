@@ -10,7 +10,8 @@ clip is ~1.5 GB of grayscale frames. Frames are yielded at most ``max_fps`` per 
 video gives every second frame), with their presentation time in seconds.
 
 Every problem a user can fix raises :class:`MediaError` with the file name and what went wrong
-(missing file, not a media file, corrupt/truncated, no audio/video stream). A decode error part
+(missing file, not a media file, corrupt/truncated, no audio/video stream, a still image - say a
+PNG renamed ``.mp4``, which FFmpeg would otherwise decode as a one-frame video). A decode error part
 way through a stream keeps what was decoded and adds a warning instead (a truncated download
 still yields its first seconds).
 """
@@ -101,9 +102,22 @@ def _open_container(path: Path):
     import av
 
     try:
-        return av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise MediaError(path, f"not a readable media file; corrupt, truncated or unsupported ({_short(err)})") from err
+    if _is_still_image(container):
+        codec = container.streams.video[0].codec_context.name if container.streams.video else container.format.name
+        container.close()
+        raise MediaError(path, f"holds a still image ({codec}), not a video or audio stream; "
+                               "give a video (mp4/mkv/webm/mov/avi) or audio file")
+    return container
+
+
+def _is_still_image(container) -> bool:
+    """FFmpeg's image demuxers (``png_pipe``, ``jpeg_pipe``, ``image2`` ...) read a picture as a
+    one-frame "video"; whatever the file is named, that is not a video."""
+    name = container.format.name or ""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:

@@ -141,9 +141,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")  # the data's feature widths (dm.feature_dims) size the model's frame encoders
+    cfg.data.audio_dim, cfg.data.vision_dim = datamodule.feature_dims["audio"], datamodule.feature_dims["vision"]
+    (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -212,6 +214,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if ckpt_path is None:
         raise MmsentiError("eval needs ckpt_path=<file.ckpt>")
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("validate")  # widths from the data: a checkpoint of other widths fails check_checkpoint
+    cfg.data.audio_dim, cfg.data.vision_dim = datamodule.feature_dims["audio"], datamodule.feature_dims["vision"]
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     check_checkpoint(ckpt_path, model)
     loggers = instantiate_group(cfg.get("logger"))
