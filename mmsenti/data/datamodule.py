@@ -38,46 +38,70 @@ from torch.utils.data import DataLoader, Sampler
 from mmsenti.data.batch import SentimentCollator
 from mmsenti.errors import MmsentiError
 from mmsenti.pretrained import load_pretrained
+from mmsenti.registry import check, lookup, register
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-SOURCES = ("synthetic", "csd", "mmsa", "label_csv", "sst2")
+# ---------------------------------------------------------------------------- data sources (data.source)
+# each reader takes the path and the data settings it uses (the rest are ignored), and returns an object
+# with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``
+@register("data_source", "csd")
+def _read_csd(path: Path, *, mode: str, folds: dict | None, on_error: str, max_frames: int | None, collapse: str,
+              files: dict | None, **_: Any):
+    """CMU Multimodal SDK computational sequences (.csd): words, COVAREP/FACET-style features, labels."""
+    from mmsenti.data.mosi import load_mosi_csd
+
+    named = {str(k): str(v) for k, v in (files or {}).items() if v is not None}
+    return load_mosi_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse,
+                         files=named or None)
+
+
+@register("data_source", "synthetic")
+def _read_synthetic(path: Path, *, scale: str, seed: int, **settings: Any):
+    """The project's CMU-MOSI-shaped synthetic set in CSD format (written on first use)."""
+    ensure_synthetic(path, scale, seed)
+    return _read_csd(path, **settings)
+
+
+@register("data_source", "mmsa")
+def _read_mmsa(path: Path, **_: Any):
+    """An MMSA aligned/unaligned feature pickle (read with a safe unpickler)."""
+    from mmsenti.data.mmsa import load_mmsa_pickle
+
+    return load_mmsa_pickle(path)
+
+
+@register("data_source", "label_csv")
+def _read_label_csv(path: Path, *, encoding: str = "utf-8", **_: Any):
+    """An MMSA-style label.csv (video_id, clip_id, text, label, mode): the text-only path."""
+    from mmsenti.data.mmsa import load_label_csv
+
+    return load_label_csv(path, encoding=encoding)
+
+
+@register("data_source", "sst2")
+def _read_sst2(path: Path, *, source_options: dict | None = None, **_: Any):
+    """GLUE SST-2 train/dev TSV files (binary labels as -1/+1)."""
+    from mmsenti.data.sst2 import load_sst2
+
+    return load_sst2(path, **(source_options or {}))
 
 
 def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: str = "mosi", seed: int = 0,
                 on_error: str = "raise", max_frames: int | None = None, collapse: str = "mean",
                 folds: dict | None = None, source_options: dict | None = None, files: dict | None = None,
                 encoding: str = "utf-8"):
-    """Load a data source into an object with ``splits``, ``audio_dim``, ``vision_dim`` and ``report``.
+    """Load a registered data source (``data_source``) into ``splits``, ``audio_dim``, ``vision_dim``, ``report``.
 
     ``files``: CSD sources only, ``{"words"|"audio"|"vision"|"labels": file}``; a ``None`` value
     keeps the SDK's name for that input. ``encoding``: ``label_csv`` only."""
+    reader = lookup("data_source", check("data_source", source, "data.source"))
     path = Path(path).expanduser()
-    if source == "synthetic":
-        ensure_synthetic(path, scale, seed)
-        source = "csd"
-    if not path.exists():
+    if source != "synthetic" and not path.exists():
         raise MmsentiError(f"data path {path} does not exist; set data.root / data.path (see datasets/README.md)")
-    if source == "csd":
-        from mmsenti.data.mosi import load_mosi_csd
-
-        named = {str(k): str(v) for k, v in (files or {}).items() if v is not None}
-        return load_mosi_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse,
-                             files=named or None)
-    if source == "mmsa":
-        from mmsenti.data.mmsa import load_mmsa_pickle
-
-        return load_mmsa_pickle(path)
-    if source == "label_csv":
-        from mmsenti.data.mmsa import load_label_csv
-
-        return load_label_csv(path, encoding=encoding)
-    if source == "sst2":
-        from mmsenti.data.sst2 import load_sst2
-
-        return load_sst2(path, **(source_options or {}))
-    raise MmsentiError(f"data.source={source!r}; choose one of {', '.join(SOURCES)}")
+    return reader(path, mode=mode, scale=scale, seed=seed, on_error=on_error, max_frames=max_frames, collapse=collapse,
+                  folds=folds, source_options=source_options, files=files, encoding=encoding)
 
 
 def drop_lines(report: dict[str, Any]) -> dict[str, str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
+from mmsenti.export import DEFAULT_OPSET
+from mmsenti.runtime.manifest import FORMATS, PRECISIONS, QUANTIZATIONS, VARIANTS
 from mmsenti.runtime.manifest import (
     SCHEMA_VERSION, file_entries, library_versions, staged_folder, utc_now, write_manifest)
 from mmsenti.io import file_digest
@@ -24,7 +25,6 @@ from mmsenti.export.triton import TRITON_FORMAT, TritonOptions, export_triton
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("dynamic", "static")
 
 
 @dataclass

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from mmsenti.errors import MmsentiError
+from mmsenti.registry import check, lookup, register
 
 from .features import FrameFeatures, frame_grid
 from .io import SAMPLE_RATE, Audio
 
 __all__ = [
-    "AUDIO_EXTRACTORS",
     "AUDIO_RATE",
     "PROSODY_FEATURES",
     "EgemapsLLD",
@@ -204,7 +204,9 @@ class EgemapsLLD:
         return out
 
 
-AUDIO_EXTRACTORS = {"librosa_prosody": LibrosaProsody, "librosa": LibrosaProsody, "egemaps": EgemapsLLD}
+register("audio_extractor", "librosa_prosody")(LibrosaProsody)
+register("audio_extractor", "librosa", "alias of librosa_prosody")(LibrosaProsody)
+register("audio_extractor", "egemaps")(EgemapsLLD)
 
 
 def build_audio_extractor(spec: str | dict[str, Any] = "librosa_prosody"):
@@ -213,9 +215,7 @@ def build_audio_extractor(spec: str | dict[str, Any] = "librosa_prosody"):
         name, params = spec, {}
     else:
         name, params = spec.get("name", "librosa_prosody"), dict(spec.get("parameters") or {})
-    if name not in AUDIO_EXTRACTORS:
-        raise MmsentiError(f"unknown audio extractor {name!r}; choose one of {', '.join(AUDIO_EXTRACTORS)}")
-    cls = AUDIO_EXTRACTORS[name]
+    cls = lookup("audio_extractor", check("audio_extractor", name, "--audio"))
     return cls(**params) if cls is LibrosaProsody else cls()
 
 

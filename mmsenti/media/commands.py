@@ -10,6 +10,8 @@ and the other sub-commands stay fast.
 
 from __future__ import annotations
 
+from mmsenti.registry import available
+
 import argparse
 import json
 import sys
@@ -26,8 +28,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ext.add_argument("dataset_dir", help="folder with label.csv and Raw/<video_id>/<clip_id>.<ext>")
     ext.add_argument("--out", required=True, help="output folder for the .csd files, folds.json and extraction.json")
     ext.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
-    ext.add_argument("--audio", default="librosa_prosody", help="audio extractor: librosa_prosody (default) or egemaps "
-                     "(needs opensmile, non-commercial licence)")
+    ext.add_argument("--audio", default="librosa_prosody", choices=available("audio_extractor"),
+                     help="audio extractor (default librosa_prosody; egemaps needs opensmile, non-commercial licence)")
     ext.add_argument("--detect-every", type=int, default=5, help="run the face detector every K frames, track between (default 5)")
     ext.add_argument("--no-vision", action="store_true", help="skip face/expression extraction")
     ext.add_argument("--max-seconds", type=float, default=300.0, help="use at most this many seconds of each clip (default 300)")

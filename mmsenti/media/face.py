@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from mmsenti.errors import MmsentiError
+from mmsenti.registry import build, check, lookup, register
 
 from .features import FrameFeatures
 from .io import FrameStream, iter_video_frames
@@ -219,12 +220,13 @@ class HaarDetector:
         return best
 
 
-DETECTORS = {"haar": HaarDetector}
+register("face_detector", "haar")(HaarDetector)
 
 
 # ---------------------------------------------------------------------------------------- extractor
 
 
+@register("face_extractor", "face_expression")
 class FaceExpression:
     """Face detection + tracking + PyEmotion expression features (see the module docstring)."""
 
@@ -233,11 +235,10 @@ class FaceExpression:
 
     def __init__(self, detector: str = "haar", detect_every: int = 5, max_fps: float = 30.0, detect_max_side: int = 320,
                  min_face: float = 0.1, weights: str | None = None):
-        if detector not in DETECTORS:
-            raise MmsentiError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+        check("face_detector", detector, "detector")
         if detect_every < 1:
             raise MmsentiError("detect_every must be >= 1")
-        self.detector = DETECTORS[detector](max_side=detect_max_side, min_face=min_face)
+        self.detector = lookup("face_detector", detector)(max_side=detect_max_side, min_face=min_face)
         self.network, self.weights_sha256 = load_expression_network(weights)
         self.params = dict(detector=detector, detect_every=int(detect_every), max_fps=float(max_fps),
                            detect_max_side=int(detect_max_side), min_face=float(min_face))
@@ -373,6 +374,4 @@ def build_face_extractor(spec: str | dict[str, Any] = "face_expression") -> Face
         name, params = spec, {}
     else:
         name, params = spec.get("name", "face_expression"), dict(spec.get("parameters") or {})
-    if name != FaceExpression.name:
-        raise MmsentiError(f"unknown face extractor {name!r}; available: {FaceExpression.name}")
-    return FaceExpression(**params)
+    return build("face_extractor", check("face_extractor", name, "--face"), **params)

@@ -91,8 +91,11 @@ class EncoderAdapter:
 
 
 def _register(adapter: EncoderAdapter, *model_types: str) -> EncoderAdapter:
+    heads = "heads prunable" if adapter.head_pruning is None else "FFN-only pruning"
     for model_type in model_types:
-        register("text_architecture", model_type)(adapter)
+        register("text_architecture", model_type,
+                 f"{adapter.layers_path}[i]: FFN {adapter.ffn_up} -> {adapter.ffn_down}, attention "
+                 f"{adapter.attention_path}.{{{adapter.query},{adapter.key},{adapter.value}}} ({heads})")(adapter)
     return adapter
 
 

@@ -34,6 +34,8 @@ class _InputProjection(nn.Module):
 
 @register("fusion", "text_only")
 class TextOnlyFusion(nn.Module):
+    """The text-only fast path: masked mean of the text encoder's token states."""
+
     def __init__(self, input_dims: dict[str, int], **_: object):
         super().__init__()
         self.out_dim = input_dims["text"]
@@ -44,6 +46,8 @@ class TextOnlyFusion(nn.Module):
 
 @register("fusion", "late")
 class LateFusion(nn.Module):
+    """Late fusion: each modality's masked mean, concatenated, through an MLP."""
+
     def __init__(self, input_dims: dict[str, int], d_model: int = 64, dropout: float = 0.1, **_: object):
         super().__init__()
         self.modalities = list(input_dims)

@@ -26,12 +26,30 @@ from typing import Any
 
 from mmsenti.errors import MmsentiError
 from mmsenti.io import _umask, file_digest, write_json_atomic
+from mmsenti.registry import register_value
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-VARIANTS = ("fused", "text_only")
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx", "tensorrt")
+
+# the choices a manifest may record, each registered once in the one registry (mmsenti.registry)
+_CHOICES = {
+    "export_format": {"onnx": "ONNX graph run by ONNX Runtime (CPU, CUDA or its TensorRT EP)",
+                      "tensorrt": "serialized TensorRT engine built from the ONNX graph (NVIDIA GPUs)"},
+    "export_variant": {"fused": "text + every frame modality the model was built with (audio/vision + masks)",
+                       "text_only": "token ids and mask only: the text-only fast path"},
+    "export_precision": {"fp32": "full precision (parity <= 1e-4 with PyTorch)",
+                         "fp16": "half precision weights and activations (GPU engines)",
+                         "int8": "8-bit integer weights (dynamic or static quantization)"},
+    "quantization": {"dynamic": "INT8 weights, activations quantized at run time (no calibration data)",
+                     "static": "INT8 Q/DQ graph calibrated on training batches (TensorRT's INT8 route)"},
+}
+for _kind, _names in _CHOICES.items():
+    for _name, _description in _names.items():
+        register_value(_kind, _name, description=_description)
+FORMATS = tuple(_CHOICES["export_format"])
+VARIANTS = tuple(_CHOICES["export_variant"])
+PRECISIONS = tuple(_CHOICES["export_precision"])
+QUANTIZATIONS = tuple(_CHOICES["quantization"])
 
 # key -> type(s) the value must have; nested specs are checked separately below
 REQUIRED: dict[str, type | tuple[type, ...]] = {
