@@ -15,7 +15,7 @@ A near hit serves the answer of a *different* sentence, so two things must both 
    handful of candidates.
 2. **Same sentiment-bearing words, in the same order.** :meth:`mmsenti.lexicon.rules.Scorer.guard_terms`:
    negators (``not``, ``never``, ``no``, ``n't``, ``hardly``…; ``不``, ``没``, ``别``, ``未``, ``无``,
-   ``非``… and every Chinese word starting with one), intensifiers, contrast words, lexicon terms
+   ``非``… and every Chinese word holding one), intensifiers, contrast words, lexicon terms
    and numbers. "The battery is good" / "the battery is not good" are at Jaccard ~0.8, far above
    what a threshold can separate (embedding caches put "X" and "not X" at cosine 0.83-0.9997);
    the guard tells them apart. A candidate above the threshold that the guard refuses is counted

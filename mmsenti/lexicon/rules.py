@@ -20,9 +20,11 @@ normalisation ``total / sqrt(total² + 15)`` in (-1, 1). Not modelled (kept simp
 hand-computable): VADER's capitals and ``!`` emphasis, idioms and ``least``/``never so`` cases.
 
 English negators are VADER's ``NEGATE`` list (read from the installed package) plus ``no``,
-``n't``, ``nobody``, ``hardly``, ``barely``, ``scarcely`` (VADER treats the last three as
-dampeners; "hardly good" is not good); any token ending in ``n't`` negates. English intensifiers
-are VADER's ``BOOSTER_DICT`` (single words). Chinese lists below.
+``n't``, ``nobody``, ``noone``, ``hardly``, ``barely``, ``scarcely`` (VADER treats the last three
+as dampeners; "hardly good" is not good); any token ending in ``n't`` negates. Negators,
+intensifiers and contrast words are never lexicon hits themselves (VADER's ``no`` -1.2 is not
+counted), as in VADER. English intensifiers are VADER's ``BOOSTER_DICT`` (single words). Chinese
+lists below.
 """
 
 from __future__ import annotations
