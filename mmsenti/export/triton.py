@@ -27,8 +27,6 @@ Torch-free: it only reads an export folder and writes text and files.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
+from mmsenti.io import write_text_atomic
 from mmsenti.runtime.manifest import MANIFEST_NAME, read_manifest, staged_folder
 
 TRITON_FORMAT = "triton"  # an `mmsenti export --format` beside the manifest's FORMATS, not one of them
@@ -241,19 +240,6 @@ def ensemble_config(manifest: dict[str, Any], name: str, opts: TritonOptions) ->
 
 
 # ----------------------------------------------------------------------------- the writer
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _versions(model_dir: Path) -> list[int]:
     """Numbered version folders (Triton ignores the rest, e.g. hidden staging folders)."""
     if not model_dir.is_dir():
@@ -342,9 +328,9 @@ def write_repository(export_dir: str | Path, repo: str | Path, options: TritonOp
         _fill_version(stage, export_dir, move)
     (repo / (name + ENSEMBLE_SUFFIX) / "1").mkdir(exist_ok=True)
 
-    _write_text_atomic(repo / name / CONFIG_NAME, to_pbtxt(engine_config(manifest, name, opts)))
-    _write_text_atomic(repo / (name + TOKENIZER_SUFFIX) / CONFIG_NAME, to_pbtxt(tokenizer_config(manifest, name, opts)))
-    _write_text_atomic(repo / (name + ENSEMBLE_SUFFIX) / CONFIG_NAME, to_pbtxt(ensemble_config(manifest, name, opts)))
+    write_text_atomic(repo / name / CONFIG_NAME, to_pbtxt(engine_config(manifest, name, opts)))
+    write_text_atomic(repo / (name + TOKENIZER_SUFFIX) / CONFIG_NAME, to_pbtxt(tokenizer_config(manifest, name, opts)))
+    write_text_atomic(repo / (name + ENSEMBLE_SUFFIX) / CONFIG_NAME, to_pbtxt(ensemble_config(manifest, name, opts)))
     return TritonRepository(root=repo, engine=name, tokenizer=name + TOKENIZER_SUFFIX, ensemble=name + ENSEMBLE_SUFFIX,
                             version=opts.version, versions=_versions(repo / name))
 
