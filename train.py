@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float | None:
     from mmsenti.training.tasks import optimized_value, run_safely, train
 
     metrics, _ = run_safely(train, cfg)
-    return optimized_value(cfg, metrics)
+    return run_safely(optimized_value, cfg, metrics)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,14 @@ COMMON = ["logger=csv", "extras.print_config=false"]
 # (872) for the reported accuracy.
 SST2 = ["data.source_options.train_size=2000", "++trainer.val_check_interval=1.0"]
 SST2_STUDENT = ["experiment=sst2_distill", *SST2]
-L6 = ["model/text_encoder=minilm_l6", "model.text_encoder.finetune=full", "model.encoder_lr=5e-5", "trainer.max_epochs=2"]
+L6 = ["model/text_encoder=minilm_l6", "model.net.text_encoder.finetune=full", "model.encoder_lr=5e-5", "trainer.max_epochs=2"]
 L3 = ["model/text_encoder=minilm_l3", "trainer.max_epochs=2"]
 BILSTM = ["model/text_encoder=bilstm", "model.encoder_lr=2e-3", "trainer.max_epochs=3"]
 # cross-modal on the synthetic MOSI-format set: the text-only student with and without the fused teacher
 # (plain KD: the teacher's joint outputs as they are; the experiment's default since this stretch is MARGINAL)
 PLAIN = ["distill.marginalize=null", "distill.corrected_labels=false"]
-XM = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", "trainer.max_epochs=3", *PLAIN]
-XM8 = ["experiment=mosi_distill_crossmodal", "model.aux_7class=true", *PLAIN]  # the experiment's own schedule: 8 epochs
+XM = ["experiment=mosi_distill_crossmodal", "model.net.aux_7class=true", "trainer.max_epochs=3", *PLAIN]
+XM8 = ["experiment=mosi_distill_crossmodal", "model.net.aux_7class=true", *PLAIN]  # the experiment's own schedule: 8 epochs
 # ... with the teacher's audio/vision averaged out of its soft targets and the labels corrected by it
 MARGINAL = ["distill.marginalize=[audio,vision]", "distill.corrected_labels=true"]
 # real MOSI transcripts: the mosi_text model distilled into MiniLM-L3
@@ -49,7 +49,7 @@ REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_e
 # ... and an MPNet-base mosi_text model distilled into MiniLM-L6 with experiment=mosi_text's own recipe (full
 # fine-tune, L1, encoder lr 5e-5, 6 epochs), so that experiment=mosi_text (MiniLM-L6) is its no-teacher twin
 MPNET_TEXT = ["experiment=mosi_text", "model/text_encoder=mpnet_base", "model.encoder_lr=3e-5", "trainer.max_epochs=4"]
-REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l6", "model.text_encoder.finetune=full",
+REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l6", "model.net.text_encoder.finetune=full",
            "model.encoder_lr=5e-5", "model.loss=l1", "trainer.max_epochs=6", "task_name=mosi_real_distill"]
 # SST-2 transfer set: 8,000 more train.tsv sentences without their labels, learnt from the teacher's soft targets
 TRANSFER = ["data.source_options.transfer_size=8000"]
@@ -60,8 +60,8 @@ TRANSFER20K_3EP_STEPS = ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3
 
 STEPS: list[tuple[str, list[str]]] = [
     # --- SST-2: MPNet-base teacher (top 2 of 12 layers fine-tuned: a full fine-tune costs ~4x more on 2 CPU cores)
-    ("sst2_teacher_mpnet", ["experiment=sst2_teacher", *SST2, "model/text_encoder=mpnet_base", "model.text_encoder.finetune=top_k",
-                            "model.text_encoder.top_k=2", "trainer.max_epochs=1"]),
+    ("sst2_teacher_mpnet", ["experiment=sst2_teacher", *SST2, "model/text_encoder=mpnet_base", "model.net.text_encoder.finetune=top_k",
+                            "model.net.text_encoder.top_k=2", "trainer.max_epochs=1"]),
     ("sst2_l3_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L3]),
     ("sst2_bilstm_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *BILSTM]),
     ("sst2_l6_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6]),

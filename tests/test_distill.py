@@ -17,11 +17,13 @@ import torch
 
 from mmsenti.data.batch import SentimentCollator
 from mmsenti.distill import losses as L
-from mmsenti.distill.cache import file_digest, load_or_compute, samples_fingerprint, soft_target_key
+from mmsenti.distill.cache import load_or_compute, samples_fingerprint, soft_target_key
+from mmsenti.io import file_digest
 from mmsenti.distill.module import DistillSentimentLitModule, init_student_from_teacher, load_teacher
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.encoders import TextEncoder
-from mmsenti.models.pretrained import load_pretrained
+from mmsenti.pretrained import load_pretrained
+from mmsenti.training.lit_module import hard_loss
 from mmsenti.training.tasks import train
 from test_train import compose_train
 
@@ -52,20 +54,20 @@ def test_kd_kl_matches_hand_computation_with_temperature_squared():
 def test_hard_losses_by_hand():
     z, y = torch.tensor([1.5, -0.5]), torch.tensor([1.0, 1.0])
     expected = (math.log(1 + math.exp(-1.5)) + math.log(1 + math.exp(0.5))) / 2  # -log sigmoid(z) for positives
-    assert L.hard_loss(z, y, "classification").item() == pytest.approx(expected, rel=1e-6)
-    assert L.hard_loss(z, torch.tensor([-1.0, -1.0]), "classification").item() == pytest.approx(
+    assert hard_loss(z, y, "classification").item() == pytest.approx(expected, rel=1e-6)
+    assert hard_loss(z, torch.tensor([-1.0, -1.0]), "classification").item() == pytest.approx(
         (math.log(1 + math.exp(1.5)) + math.log(1 + math.exp(-0.5))) / 2, rel=1e-6)
-    assert L.hard_loss(z, torch.tensor([1.0, 0.5]), "regression", "l1").item() == pytest.approx(0.75)
-    assert L.hard_loss(z, torch.tensor([1.0, 0.5]), "regression", "mse").item() == pytest.approx(0.625)
+    assert hard_loss(z, torch.tensor([1.0, 0.5]), "regression", "l1").item() == pytest.approx(0.75)
+    assert hard_loss(z, torch.tensor([1.0, 0.5]), "regression", "mse").item() == pytest.approx(0.625)
 
 
 def test_hard_loss_skips_unlabelled_transfer_samples():
     z = torch.tensor([1.5, -0.5, 3.0], requires_grad=True)
     y = torch.tensor([1.0, float("nan"), 0.5])
-    assert L.hard_loss(z, y, "regression", "l1").item() == pytest.approx((0.5 + 2.5) / 2)  # the NaN row is left out
-    assert L.hard_loss(z, y, "classification").item() == pytest.approx(
+    assert hard_loss(z, y, "regression", "l1").item() == pytest.approx((0.5 + 2.5) / 2)  # the NaN row is left out
+    assert hard_loss(z, y, "classification").item() == pytest.approx(
         (math.log(1 + math.exp(-1.5)) + math.log(1 + math.exp(-3.0))) / 2, rel=1e-6)
-    none = L.hard_loss(z, torch.full((3,), float("nan")), "classification")
+    none = hard_loss(z, torch.full((3,), float("nan")), "classification")
     none.backward()  # a batch of transfer samples only: zero loss, zero gradient, no NaN
     assert none.item() == 0.0 and torch.equal(z.grad, torch.zeros(3))
 
@@ -87,8 +89,8 @@ def test_hidden_and_attention_losses_mask_padding_and_project():
 
 # ---------------------------------------------------------------------------- teacher checkpoints
 def save_checkpoint(path: Path, net: SentimentModel, **hparams) -> Path:
-    """A Lightning-layout checkpoint (what training writes) for a given model."""
-    hp = {**net.config.to_dict(), "loss": "l1", "aux_7class_weight": 0.0, "encoder_lr": 5e-5, **hparams}
+    """A Lightning-layout checkpoint (what training writes: the model config under ``model_config``) for a given model."""
+    hp = {"model_config": net.config.to_dict(), "loss": "l1", "aux_7class_weight": 0.0, "encoder_lr": 5e-5, **hparams}
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": hp}, path)
     return path
 
@@ -106,8 +108,8 @@ def text_teacher(tmp_path_factory) -> Path:
 
 def distill_module(teacher: Path | None, task: str = "regression", text_encoder: dict = L3, **distill) -> DistillSentimentLitModule:
     return DistillSentimentLitModule(
-        modalities=["text"], text_encoder=text_encoder, audio_encoder={}, vision_encoder={}, fusion={"name": "text_only"},
-        aux_7class=True, task=task, distill={"teacher_ckpt": str(teacher) if teacher else None, "cache_dir": None, **distill},
+        net={"modalities": ["text"], "text_encoder": text_encoder, "fusion": {"name": "text_only"}, "aux_7class": True, "task": task},
+        distill={"teacher_ckpt": str(teacher) if teacher else None, "cache_dir": None, **distill},
     )
 
 
@@ -126,7 +128,7 @@ def test_total_loss_combines_hard_alpha_and_temperature(text_teacher):
     batch = text_batch(TEXTS, LABELS)
     module.soft_targets = SoftTargets(batch.ids, torch.tensor([2.0, -1.0, 0.5]), None)
     out = module(batch)
-    losses = module.distillation_losses(out, batch)
+    losses = module.training_losses(out, batch)
     z = out.score.detach().double()
     hard = float(torch.nn.functional.binary_cross_entropy_with_logits(z, torch.tensor([1.0, 0.0, 1.0], dtype=torch.double)))
     kd = 0.0
@@ -147,7 +149,7 @@ def test_regression_soft_targets_mse_and_7class_kl(text_teacher):
     t_logits = torch.randn(3, 7)
     module.soft_targets = SoftTargets(batch.ids, torch.tensor([1.0, -1.0, 0.2]), t_logits)
     out = module(batch)
-    losses = module.distillation_losses(out, batch)
+    losses = module.training_losses(out, batch)
     score = out.score.detach()
     mse = float(((score - torch.tensor([1.0, -1.0, 0.2])) ** 2).mean())
     l1 = float((score - torch.tensor([2.0, -1.5, 0.0])).abs().mean())
@@ -206,7 +208,7 @@ def test_corrected_labels_remove_what_the_teacher_credits_to_audio_vision(text_t
     assert target[0].item() == pytest.approx(2.0 - 1.0) and target[2].item() == pytest.approx(0.5 + 1.0)
     assert math.isnan(target[1].item())  # a transfer-set sample stays unlabelled
     out = module(batch)
-    losses = module.distillation_losses(out, batch)
+    losses = module.training_losses(out, batch)
     score = out.score.detach()
     l1 = float((score[[0, 2]] - torch.tensor([1.0, 1.5])).abs().mean())
     mse = float(((score - marginal) ** 2).mean())
@@ -240,15 +242,46 @@ def test_frozen_teacher_gets_no_gradients(text_teacher):
     assert not any(n.startswith("teacher") for n, _ in module.named_parameters())  # not optimised, not saved
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module.train()
-    with module.student_recorder.record() as rec:
+    with module.training_forward_context():
         out = module(text_batch(TEXTS, LABELS))
-    losses = module.distillation_losses(out, text_batch(TEXTS, LABELS), rec)
+    losses = module.training_losses(out, text_batch(TEXTS, LABELS))
     assert losses["loss_hidden"] > 0 and losses["loss_attention"] > 0
     losses["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.text_encoder.parameters())
     torch.optim.SGD(module.net.parameters(), lr=1.0).step()
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_tinybert_terms_match_a_hand_computation(text_teacher):
+    """Hidden-state and attention-map terms against HF's own per-layer outputs, layer map and padding by hand."""
+    module = distill_module(text_teacher, hidden_weight=2.0, attention_weight=3.0, alpha=0.0, score_weight=0.0,
+                            hard_weight=0.5).eval()
+    assert module.layer_map == [1, 3, 5]  # TinyBERT's uniform map, L3 from L6
+    batch = text_batch(["a great film", "dull and far too long for what it has to say", "fine"], [1.0, -1.0, 0.5])
+    assert not batch.attention_mask.all()  # padded rows: padding must not count
+    with module.training_forward_context():
+        out = module(batch)
+    losses = module.training_losses(out, batch)
+
+    kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        s, t = module.net.text_encoder.backbone(**kwargs), module.teacher.text_encoder.backbone(**kwargs)
+    valid = batch.attention_mask.bool()
+    pairs = valid[:, None, :, None] & valid[:, None, None, :]  # [B, 1, L, L]: real query and real key
+    hidden, attention = [], []
+    for i, j in enumerate([1, 3, 5]):
+        diff = (s.hidden_states[i + 1] - t.hidden_states[j + 1])[valid]  # hidden_states[0] is the embeddings
+        hidden.append(float((diff ** 2).sum()) / diff.numel())
+        heads = s.attentions[i].shape[1]
+        attention.append(float(((s.attentions[i] - t.attentions[j]) ** 2 * pairs).sum()) / (float(pairs.sum()) * heads))
+    hidden, attention = sum(hidden) / 3, sum(attention) / 3
+    hard = float((out.score.detach() - batch.labels).abs().mean())
+    assert losses["loss_hidden"].item() == pytest.approx(hidden, rel=1e-4)
+    assert losses["loss_attention"].item() == pytest.approx(attention, rel=1e-4)
+    assert losses["loss_main"].item() == pytest.approx(hard, rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(0.5 * hard + 2.0 * hidden + 3.0 * attention, rel=1e-4)
+    assert hidden > 0 and attention > 0 and set(losses) == {"loss", "loss_main", "loss_hidden", "loss_attention"}
 
 
 # ---------------------------------------------------------------------------- soft-target cache
@@ -366,7 +399,7 @@ def test_sst2_teacher_then_student_tiny(tmp_path, small_data, shared_data):
     assert teacher["test"]["acc"] == teacher["test"]["Non0_acc_2"]
     cache = tmp_path / "cache"
     student = run(["experiment=sst2_distill", f"distill.teacher_ckpt={teacher['best_ckpt']}", f"distill.cache_dir={cache}",
-                   "model/text_encoder=bilstm", "model.text_encoder.backbone_options.hidden_size=32",
+                   "model/text_encoder=bilstm", "model.net.text_encoder.backbone_options.hidden_size=32",
                    "data.source_options.transfer_size=8", *data, *TINY],  # + 8 unlabelled sentences (soft targets only)
                   tmp_path / "student", small_data)
     assert 0.0 <= student["test"]["acc"] <= 1.0 and len(list(cache.glob("*.pt"))) == 1
@@ -394,8 +427,8 @@ def test_crossmodal_fused_teacher_to_text_only_student_tiny(tmp_path, small_data
     teacher = save_checkpoint(tmp_path / "fused.ckpt", fused, aux_7class_weight=0.5)
     cache = tmp_path / "cache"
     student = run(["experiment=mosi_distill_crossmodal", f"distill.teacher_ckpt={teacher}", f"distill.cache_dir={cache}",
-                   "model/text_encoder=minilm_l3", "model.aux_7class=true", *TINY], tmp_path / "student", small_data)
-    assert student["config"]["model"]["modalities"] == ["text"] and student["val"]["MAE"] > 0
+                   "model/text_encoder=minilm_l3", "model.net.aux_7class=true", *TINY], tmp_path / "student", small_data)
+    assert student["config"]["model"]["net"]["modalities"] == ["text"] and student["val"]["MAE"] > 0
     cached = list(cache.glob("*.pt"))
     assert len(cached) == 1  # the fused teacher's outputs (score + 7-class logits), cached
     # the experiment's default: audio/vision averaged out of the soft targets, the joint score kept for the labels
@@ -409,7 +442,7 @@ def test_crossmodal_fused_teacher_to_text_only_student_tiny(tmp_path, small_data
 @pytest.mark.slow
 def test_tinybert_online_distillation_tiny(tmp_path, small_data, text_teacher):
     student = run(["experiment=mosi_distill_crossmodal", "distill=tinybert", f"distill.teacher_ckpt={text_teacher}",
-                   "distill.student_init=teacher", "model/text_encoder=minilm_l3", "model.aux_7class=true", *TINY],
+                   "distill.student_init=teacher", "model/text_encoder=minilm_l3", "model.net.aux_7class=true", *TINY],
                   tmp_path / "student", small_data)
     assert student["val"]["MAE"] > 0
 

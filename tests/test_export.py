@@ -450,7 +450,7 @@ def test_bench_cli_prints_valid_json(exports, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- end to end (slow)
-SMALL_TRAIN = ["++model.fusion.d_model=32", "model.text_encoder.top_k=1", "data.batch_size=16", "extras.print_config=false",
+SMALL_TRAIN = ["++model.net.fusion.d_model=32", "model.net.text_encoder.top_k=1", "data.batch_size=16", "extras.print_config=false",
                "logger=none", "debug=limit"]
 
 
@@ -512,7 +512,7 @@ def test_prune_experiment_trains_prunes_and_exports_smaller(synthetic_small, tmp
     from mmsenti.training.tasks import train
 
     out = tmp_path / "run"
-    train(compose_train(["experiment=mosi_prune", "model.text_encoder.finetune=top_k", "export=onnx", "export.precisions=[fp32]",
+    train(compose_train(["experiment=mosi_prune", "model.net.text_encoder.finetune=top_k", "export=onnx", "export.precisions=[fp32]",
                          *SMALL_TRAIN], out, synthetic_small))
     report = json.loads((out / "metrics.json").read_text())
     structured = report["compression"]["structured"]

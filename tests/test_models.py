@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
@@ -46,26 +49,65 @@ def test_output_shapes_and_range(model):
     assert (out.score.abs() <= 3).all()
 
 
-def test_padding_does_not_change_predictions(model):
+# the fusions that read audio and vision, with each frame encoder on each modality: where padding and an
+# absent modality can leak into the prediction (text_only fusion ignores frames, so it could never fail)
+FUSED = [(fusion, audio, vision) for fusion in ("mult", "late")
+         for audio, vision in (("conv_transformer", "lstm"), ("lstm", "conv_transformer"))]
+
+
+@pytest.fixture(scope="module", params=FUSED, ids=["-".join(p) for p in FUSED])
+def fused(request) -> SentimentModel:
+    fusion, audio, vision = request.param
+    torch.manual_seed(0)
+    cfg = SentimentModelConfig(fusion={"name": fusion, **SMALL}, aux_7class=True,
+                               audio_encoder={"name": audio, "input_dim": 74, "d_model": 32},
+                               vision_encoder={"name": vision, "input_dim": 47, "d_model": 32})
+    return SentimentModel(cfg).eval()
+
+
+def test_padding_does_not_change_predictions(fused):
     inputs = make_inputs()
-    before = model(**inputs).score
+    before = fused(**inputs).score
     poisoned = dict(inputs)
     poisoned["audio"] = inputs["audio"].clone()
     poisoned["audio"][1] = 1e4  # fully masked sample
     poisoned["vision"] = inputs["vision"].clone()
     poisoned["vision"][2, 2:] = -1e4  # masked tail
-    after = model(**poisoned).score
+    after = fused(**poisoned).score
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+    # the same poison on real frames does change them: the check above can fail
+    for modality, sample in (("audio", 0), ("vision", 2)):
+        real = dict(inputs)
+        real[modality] = inputs[modality].clone()
+        real[modality][sample, :2] += 3.0
+        changed = fused(**real).score
+        assert (before[sample] - changed[sample]).abs() > 1e-3, modality
+        torch.testing.assert_close(before[[i for i in range(3) if i != sample]],
+                                   changed[[i for i in range(3) if i != sample]], atol=1e-5, rtol=1e-5)
 
 
-def test_missing_modality_equals_all_zero_mask(model):
+def test_missing_modality_equals_all_zero_mask(fused):
     """Calling without audio/vision is the same code path as an all-False mask."""
     inputs = make_inputs()
-    absent = model(inputs["input_ids"], inputs["attention_mask"]).score
+    absent = fused(inputs["input_ids"], inputs["attention_mask"]).score
     masked = dict(inputs)
     masked["audio_mask"] = torch.zeros_like(inputs["audio_mask"])
     masked["vision_mask"] = torch.zeros_like(inputs["vision_mask"])
-    torch.testing.assert_close(absent, model(**masked).score, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(absent, fused(**masked).score, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(absent, fused(**inputs).score, atol=1e-4)  # the frames it has do count
+
+
+def test_classification_score_is_the_unbounded_logit():
+    torch.manual_seed(0)
+    net = SentimentModel(SentimentModelConfig(modalities=["text"], fusion={"name": "text_only"}, task="classification")).eval()
+    ids, mask = torch.tensor([[101, 2009, 102]]), torch.ones(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        net.head[-1].bias.fill_(8.0)
+        raw = net.head(net.fusion({"text": net.text_encoder(ids, mask)}, {"text": mask.bool()})).squeeze(-1)
+        assert net(ids, mask).score.item() == pytest.approx(raw.item()) and raw.item() > 3.0
+        regression = SentimentModel(dataclasses.replace(net.config, task="regression")).eval()
+        regression.load_state_dict(net.state_dict())
+        assert regression(ids, mask).score.item() == pytest.approx(3.0 * math.tanh(raw.item() / 3.0), rel=1e-5)
 
 
 def test_fusion_uses_audio_and_vision():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -18,14 +19,17 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from mmsenti.training.tasks import train
+from mmsenti.errors import MmsentiError
+from mmsenti.models import SentimentModel, SentimentModelConfig
+from mmsenti.training.lit_module import SentimentLitModule, hard_loss
+from mmsenti.training.tasks import evaluate, optimized_value, run_safely, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 METRIC_KEYS = {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"}
 # keep each test run small: tiny fusion, one frozen-encoder layer fine-tuned, few batches
-SMALL = ["++model.fusion.d_model=32", "model.text_encoder.top_k=1", "data.batch_size=16", "extras.print_config=false"]
+SMALL = ["++model.net.fusion.d_model=32", "model.net.text_encoder.top_k=1", "data.batch_size=16", "extras.print_config=false"]
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +39,12 @@ def small_data(tmp_path_factory) -> Path:
     return write_synthetic_mosi(tmp_path_factory.mktemp("synthetic_small"), scale="small", seed=0)
 
 
-def compose_train(overrides: list[str], output_dir: Path, data_root: Path) -> DictConfig:
+def compose_train(overrides: list[str], output_dir: Path, data_root: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` (train or eval) as the entry point would, writing under output_dir."""
     GlobalHydra.instance().clear()
     os.environ["PROJECT_ROOT"] = str(ROOT)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose("train", return_hydra_config=True,
+        cfg = compose(config_name, return_hydra_config=True,
                       overrides=[f"data.root={data_root}", "data.scale=small", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
@@ -63,13 +68,28 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.parametrize("entry", ["train", "eval"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(experiment, tmp_path, small_data):
-    cfg = compose_train([f"experiment={experiment}"], tmp_path, small_data)
-    assert cfg.task_name == experiment
+def test_every_experiment_composes(experiment, entry, tmp_path, small_data):
+    """Every experiment composes under train.yaml and eval.yaml, and eval builds the model it describes."""
+    import hydra
+
+    cfg = compose_train([f"experiment={experiment}", *(["ckpt_path=unused.ckpt"] if entry == "eval" else [])],
+                        tmp_path, small_data, config_name=entry)
+    assert cfg.task_name == (experiment if entry == "train" else "eval")
     assert cfg.model._target_.endswith("SentimentLitModule")
-    assert "text" in cfg.model.modalities
-    assert cfg.model.fusion.name in {"mult", "late", "text_only"}
+    assert "text" in cfg.model.net.modalities
+    assert cfg.model.net.fusion.name in {"mult", "late", "text_only"}
+    # the task is the model config's: SST-2 classifies, and only distillation needs the distillation module
+    assert cfg.model.net.task == ("classification" if experiment.startswith("sst2") else "regression")
+    assert cfg.model._target_.endswith("DistillSentimentLitModule") == ("distill" in experiment)
+    if entry == "eval":
+        with open_dict(cfg):
+            if "distill" in cfg.model:
+                cfg.model.distill.teacher_ckpt = None  # eval reads the student only
+        module = hydra.utils.instantiate(cfg.model, _convert_="all")
+        assert module.model_config.task == cfg.model.net.task
+        assert module.hparams["model_config"] == module.model_config.to_dict()
 
 
 def test_optuna_search_composes(tmp_path, small_data):
@@ -86,7 +106,7 @@ def test_fast_dev_run_every_experiment(experiment, tmp_path, small_data):
     metrics, objects = train(cfg)
     assert METRIC_KEYS <= {k.split("/", 1)[1] for k in metrics if k.startswith("val/")}
     built = {n.split(".")[1] for n, _ in objects["model"].net.named_modules() if n.startswith("frame_encoders.")}
-    assert built == set(cfg.model.modalities) - {"text"}
+    assert built == set(cfg.model.net.modalities) - {"text"}
 
 
 def test_tiny_training_run_learns_and_writes_results(tmp_path, small_data):
@@ -103,6 +123,14 @@ def test_tiny_training_run_learns_and_writes_results(tmp_path, small_data):
     epochs = pd.read_csv(out / "csv" / "metrics.csv").dropna(subset=["train/loss"])
     losses = epochs["train/loss"].tolist()
     assert losses[-1] < losses[0], losses
+    # the checkpoint keeps the network's whole config under one key, and rebuilds the network it holds
+    ckpt = torch.load(report["best_ckpt"], weights_only=True)
+    stored = ckpt["hyper_parameters"]["model_config"]
+    assert stored == SentimentModelConfig.from_dict(stored).to_dict()
+    assert stored["fusion"]["d_model"] == 32 and stored["modalities"] == ["text", "audio", "vision"]
+    assert not set(SentimentModelConfig.__dataclass_fields__) & set(ckpt["hyper_parameters"])  # no flat copies
+    net = SentimentModel(SentimentModelConfig.from_dict(stored))
+    net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
 
 
 class StopAfterFirstEpoch(L.Callback):
@@ -149,12 +177,19 @@ def test_mismatched_checkpoint_gives_one_line(tmp_path, small_data):
 def test_eval_reproduces_training_metrics(tmp_path, small_data):
     report = _short_run(tmp_path / "t", small_data, "trainer.max_epochs=1")
     result = run_cli(["eval.py", f"ckpt_path={report['best_ckpt']}", "experiment=mosi_fusion", f"data.root={small_data}",
-                      "data.scale=small", "++model.fusion.d_model=32", "model.text_encoder.top_k=1",
+                      "data.scale=small", "++model.net.fusion.d_model=32", "model.net.text_encoder.top_k=1",
                       f"paths.log_dir={tmp_path}/logs", "extras.print_config=false", "logger=none"])
     assert result.returncode == 0, result.stderr[-2000:]
     evaluated = json.loads(next((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")).read_text())
     for key in METRIC_KEYS:
         assert evaluated["test"][key] == pytest.approx(report["test"][key], abs=1e-5)
+    # eval composes the experiments that override training-only groups too (mosi_prune: compression);
+    # its network is mosi_fusion's, so the same checkpoint gives the same numbers
+    cfg = compose_train(["experiment=mosi_prune", f"ckpt_path={report['best_ckpt']}", "logger=none", *SMALL],
+                        tmp_path / "eval_prune", small_data, config_name="eval")
+    pruned_metrics, _ = evaluate(cfg)
+    for key in METRIC_KEYS:
+        assert pruned_metrics[f"test/{key}"] == pytest.approx(report["test"][key], abs=1e-5)
 
 
 def test_missing_data_path_is_one_clear_line(tmp_path):
@@ -226,11 +261,33 @@ def test_ddp_two_cpu_processes(tmp_path, small_data):
     assert METRIC_KEYS <= set(report["test"])
 
 
+class HeadDtypeProbe(L.Callback):
+    """Records the dtype the model's head computes in during training steps (autocast's, under bf16-mixed)."""
+
+    dtypes: list[torch.dtype] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        type(self).dtypes = []
+        self.handle = pl_module.net.head.register_forward_hook(
+            lambda m, args, out: type(self).dtypes.append(out.dtype) if m.training else None)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.handle.remove()
+
+
 def test_bf16_mixed_precision_on_cpu(tmp_path, small_data):
-    cfg = compose_train(["experiment=mosi_fusion", "debug=fdr", "trainer.precision=bf16-mixed", *SMALL], tmp_path, small_data)
-    metrics, objects = train(cfg)
+    probe = [f"+callbacks.probe._target_={__name__}.HeadDtypeProbe", "trainer.limit_train_batches=2", "trainer.max_epochs=1",
+             "logger=none", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    fp32, _ = train(compose_train(["experiment=mosi_fusion", *probe, *SMALL], tmp_path / "fp32", small_data))
+    assert set(HeadDtypeProbe.dtypes) == {torch.float32}
+    cfg = compose_train(["experiment=mosi_fusion", "trainer.precision=bf16-mixed", *probe, *SMALL], tmp_path / "bf16", small_data)
+    bf16, objects = train(cfg)
     assert objects["trainer"].precision == "bf16-mixed"
-    assert all(v == v for v in metrics.values())  # no NaN
+    assert set(HeadDtypeProbe.dtypes) == {torch.bfloat16}  # the training forward really ran under bf16 autocast
+    # same seed, same batches: bf16 rounding moves the metrics a little, not a lot
+    assert bf16["val/MAE"] != fp32["val/MAE"]
+    assert bf16["val/MAE"] == pytest.approx(fp32["val/MAE"], abs=0.05)
+    assert bf16["val/Corr"] == pytest.approx(fp32["val/Corr"], abs=0.1)
 
 
 def test_ckpt_path_last_picks_newest_run(tmp_path, small_data):
@@ -302,3 +359,114 @@ def test_mlflow_logger_with_sqlite_backend(tmp_path, small_data):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["mosi_fusion"])
     assert len(runs) == 1 and "metrics.val/MAE" in runs.columns
+
+
+# ---------------------------------------------------------------------------- the LightningModule
+TEXT_NET = {"modalities": ["text"], "fusion": {"name": "text_only"},
+            "text_encoder": {"pretrained": "minilm_l6", "keep_layers": [0], "finetune": "frozen"}}
+
+
+def test_module_takes_the_model_config_as_one_node():
+    """Every SentimentModelConfig field travels in ``net``; the checkpoint keeps it whole as ``model_config``."""
+    # every field, whatever the model config grows to, with non-default values where we can
+    fields = {**SentimentModelConfig().to_dict(), **TEXT_NET, "task": "classification", "head_dropout": 0.3,
+              "modality_dropout": 0.2, "audio_encoder": {"name": "lstm", "input_dim": 5}, "vision_encoder": {"name": "lstm", "input_dim": 6}}
+    assert set(fields) == set(SentimentModelConfig.__dataclass_fields__)
+    module = SentimentLitModule(net=fields)
+    assert module.model_config == SentimentModelConfig(**fields) and module.task == "classification"
+    assert module.hparams["model_config"] == SentimentModelConfig(**fields).to_dict()
+    assert "net" not in module.hparams and not set(fields) & set(module.hparams)
+    # the one 7-class-head rule: a weighted 7-class loss builds the head, and the stored config says so
+    weighted = SentimentLitModule(net=TEXT_NET, aux_7class_weight=0.5)
+    assert weighted.net.head_7 is not None and weighted.hparams["model_config"]["aux_7class"] is True
+    with pytest.raises(MmsentiError, match=r"unknown field\(s\) \['modalitys'\]"):
+        SentimentLitModule(net={**TEXT_NET, "modalitys": ["text"]})
+    with pytest.raises(MmsentiError, match="needs model.net.task=regression"):
+        SentimentLitModule(net={**TEXT_NET, "task": "classification"}, aux_7class_weight=0.5)
+
+
+def test_classification_is_bce_on_the_unbounded_logit_and_regression_l1():
+    z = torch.tensor([4.5, -0.5, 2.0])
+    y = torch.tensor([1.0, 1.0, -1.0])  # SST-2's labels
+    by_hand = (math.log(1 + math.exp(-4.5)) + math.log(1 + math.exp(0.5)) + math.log(1 + math.exp(2.0))) / 3
+    assert hard_loss(z, y, "classification").item() == pytest.approx(by_hand, rel=1e-6)
+    assert hard_loss(z, torch.tensor([3.0, 0.5, float("nan")]), "regression", "l1").item() == pytest.approx((1.5 + 1.0) / 2)
+    assert hard_loss(z, torch.tensor([3.0, 0.5, 1.0]), "regression", "mse").item() == pytest.approx((2.25 + 1.0 + 1.0) / 3)
+    module = SentimentLitModule(net={**TEXT_NET, "task": "classification"}).eval()
+    from types import SimpleNamespace
+
+    losses = module.compute_loss(SimpleNamespace(score=z, logits_7=None), y)
+    assert losses["loss"].item() == pytest.approx(by_hand, rel=1e-6)
+    # the network's score is the logit itself (not squashed into [-3, 3]) and the module trains on it
+    ids, mask = torch.tensor([[101, 2307, 102]]), torch.ones(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        module.net.head[-1].bias.fill_(10.0)
+        assert module.net(ids, mask).score.item() > 3.0
+
+
+def test_test_false_finishes_without_an_optimized_value(tmp_path, small_data):
+    cfg = compose_train(["experiment=mosi_text_fast", "debug=fdr", "test=false", *SMALL], tmp_path, small_data)
+    metrics, _ = train(cfg)
+    assert metrics == {} and json.loads((tmp_path / "metrics.json").read_text()).get("val") is None
+    assert optimized_value(cfg, metrics) is None  # raised "optimized_metric=val/MAE was not computed" before
+    with open_dict(cfg):
+        cfg.test = True
+        cfg.optimized_metric = "val/nothing"
+    with pytest.raises(SystemExit) as stop:  # a metric that is never logged: one error line, exit 2
+        run_safely(optimized_value, cfg, {"val/MAE": 1.0})
+    assert stop.value.code == 2
+
+
+def test_fused_model_on_text_only_data_is_refused_before_training(tmp_path, small_data):
+    labels = tmp_path / "label.csv"
+    rows = [f"vid{i},{j},{'a good film' if i % 2 else 'dull and long'},{1.5 if i % 2 else -1.5},{'train' if i < 4 else 'valid'}"
+            for i in range(6) for j in range(1, 3)]
+    labels.write_text("video_id,clip_id,text,label,mode\n" + "\n".join(rows) + "\n")
+    cfg = compose_train(["experiment=mosi_fusion", "data=mosi_text", f"data.path={labels}", "logger=none", *SMALL],
+                        tmp_path / "run", small_data)
+
+    with open_dict(cfg):
+        cfg.callbacks["no_step"] = {"_target_": f"{__name__}.NoStepCallback"}
+    with pytest.raises(MmsentiError, match=r"reads audio\+vision but .* has no audio or vision features.*"
+                                           r"model.net.modalities=\[text\].*experiment=mosi_text"):
+        train(cfg)
+    result = run_cli(["train.py", "experiment=mosi_fusion", "data=mosi_text", f"data.path={labels}",
+                      f"paths.log_dir={tmp_path}/logs", "extras.print_config=false", "logger=none"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in result.stderr.splitlines() if "model.net.modalities=[text]" in line]
+    assert "Traceback" not in result.stderr and "size of tensor" not in result.stderr
+
+
+class NoStepCallback(L.Callback):
+    """Fails a run that gets as far as a training step."""
+
+    def on_train_batch_start(self, *args):
+        raise AssertionError("a training step ran")
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["experiment=mosi_prune"], 1),                                                  # epochs [0, 1]
+    (["experiment=mosi_prune", "compression.epochs=[0,2,3]"], 3),
+    (["experiment=mosi_prune", "compression=prune_l1"], 2),                          # schedule {0: .2, 1: .35, 2: .5}
+    (["experiment=mosi_prune", "compression=prune_l1", "+compression.schedule.4=0.6"], 4),
+])
+def test_checkpoint_start_epoch_follows_the_pruning_schedule(overrides, expected, tmp_path, small_data):
+    import hydra
+
+    cfg = compose_train(overrides, tmp_path, small_data)
+    checkpoint = hydra.utils.instantiate(cfg.callbacks.model_checkpoint)
+    assert checkpoint.start_epoch == expected
+
+
+def test_module_refuses_data_without_its_modalities_or_widths():
+    from types import SimpleNamespace
+
+    module = SentimentLitModule(net={**TEXT_NET, "modalities": ["text", "audio", "vision"], "fusion": {"name": "late", "d_model": 8},
+                                     "audio_encoder": {"name": "lstm", "input_dim": 74, "d_model": 8},
+                                     "vision_encoder": {"name": "lstm", "input_dim": 47, "d_model": 8}})
+    module.check_data_modalities(SimpleNamespace(hparams={"audio_dim": 74, "vision_dim": 47}, location="here"))
+    with pytest.raises(MmsentiError, match=r"reads vision but here has no vision features \(data.vision_dim=0"):
+        module.check_data_modalities(SimpleNamespace(hparams={"audio_dim": 74, "vision_dim": 0}, location="here"))
+    with pytest.raises(MmsentiError, match="audio input is 74-d but here has 73-d audio features; set model.net.audio_encoder.input_dim=73"):
+        module.check_data_modalities(SimpleNamespace(hparams={"audio_dim": 73, "vision_dim": 47}, location="here"))

@@ -2,7 +2,7 @@
 
 The total a :class:`~mmsenti.distill.module.DistillSentimentLitModule` minimises is::
 
-    hard_weight * hard(student, labels)
+    hard_weight * hard(student, labels)                     # the base module's loss (training.lit_module.hard_loss)
   + alpha * T^2 * KL(p_teacher^T || p_student^T)           # soft targets (classification, or the 7-class head)
   + score_weight * MSE(student score, teacher score)       # regression soft target
   + hidden_weight * mean_l MSE(W h_student[l], h_teacher[map(l)])     # optional, TinyBERT-style
@@ -12,9 +12,10 @@ The total a :class:`~mmsenti.distill.module.DistillSentimentLitModule` minimises
 gradients on the scale of the hard loss's when ``T`` changes. KL is ``batchmean`` (a sum over
 classes, a mean over samples), the convention under which the ``T^2`` argument holds.
 
-Binary classification uses the model's one sentiment score ``z`` as the logit of "positive": the
-two-class logits are ``[0, z]`` so ``softmax`` gives ``sigmoid(z)``, the same output a regression
-model has, with ``z > 0`` meaning positive as in MOSI's Acc-2.
+Binary classification uses the model's one (unbounded) score ``z`` as the logit of "positive": for
+the soft targets the two-class logits are ``[0, z]``, so ``softmax`` gives ``sigmoid(z)`` — the
+distribution the hard loss (binary cross-entropy with logits) fits — with ``z > 0`` meaning positive
+as in MOSI's Acc-2.
 """
 
 from __future__ import annotations
@@ -28,11 +29,6 @@ def binary_logits(score: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(score), score], dim=-1)
 
 
-def positive_class(labels: torch.Tensor) -> torch.Tensor:
-    """Class index 1 for a positive label (``> 0``), 0 otherwise (SST-2 labels are -1 / +1)."""
-    return (labels > 0).long()
-
-
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, summed over classes, mean over the batch."""
     t = float(temperature)
@@ -42,27 +38,6 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * t * t
-
-
-def hard_loss(score: torch.Tensor, labels: torch.Tensor, task: str, regression_loss: str = "l1") -> torch.Tensor:
-    """Cross-entropy on the sign of the label (classification) or L1/MSE to the label (regression).
-
-    Samples whose label is NaN (a distillation transfer set: no label, soft targets only) are left
-    out; a batch with none labelled gives 0 (still attached to the graph).
-    """
-    score = score.float()
-    known = ~torch.isnan(labels)
-    if not bool(known.all()):
-        if not bool(known.any()):
-            return score.sum() * 0.0
-        score, labels = score[known], labels[known]
-    if task == "classification":
-        return F.cross_entropy(binary_logits(score), positive_class(labels))
-    if regression_loss == "l1":
-        return F.l1_loss(score, labels)
-    if regression_loss == "mse":
-        return F.mse_loss(score, labels)
-    raise ValueError(f"regression loss {regression_loss!r}; choose l1 or mse")
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""The distillation LightningModule: a :class:`SentimentLitModule` with a task switch and a teacher.
+"""The distillation LightningModule: a :class:`SentimentLitModule` plus a frozen teacher's loss terms.
 
 ``DistillSentimentLitModule`` trains the same :class:`~mmsenti.models.SentimentModel` (``self.net``,
-the student) as the ordinary module, and adds
+the student) as the ordinary module — same task (``model.net.task``: MOSI regression or SST-2
+classification), hard loss, logging and metrics, all the base module's — and adds only, through the
+base module's hooks (:meth:`~SentimentLitModule.extra_losses`, ``hard_targets``, ``hard_weight``,
+``training_forward_context``), the terms of
 
-* ``task``: ``regression`` (MOSI: L1/MSE to the score in [-3, 3]) or ``classification`` (SST-2:
-  labels are -1 / +1, the score is the logit of "positive", cross-entropy; ``val/acc``
-  is logged and equals MOSI's ``Non0_acc_2`` on such labels);
 * ``distill`` (a dict from the ``distill`` config group, or ``None`` for no teacher): a frozen
   teacher loaded from any mmsenti checkpoint (``distill.teacher_ckpt``) — text-only or fused
   text+audio+vision, any text encoder — whose outputs on the training set are computed once and
@@ -41,17 +41,16 @@ from torch import nn
 
 from mmsenti.data.batch import SentimentBatch, SentimentCollator
 from mmsenti.distill import losses as L_
-from mmsenti.distill.cache import SoftTargets, file_digest, load_or_compute, samples_fingerprint, soft_target_key
+from mmsenti.distill.cache import SoftTargets, load_or_compute, samples_fingerprint, soft_target_key
+from mmsenti.io import file_digest
 from mmsenti.errors import MmsentiError
-from mmsenti.metrics import MosiMetrics
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.encoders import _encoder_layers
-from mmsenti.models.pretrained import load_pretrained
-from mmsenti.training.lit_module import SentimentLitModule, sentiment_classes_7
+from mmsenti.pretrained import load_pretrained
+from mmsenti.training.lit_module import SentimentLitModule
 
 log = logging.getLogger(__name__)
 
-TASKS = ("regression", "classification")
 MARGINAL_MODALITIES = ("audio", "vision")
 
 
@@ -106,25 +105,16 @@ class DistillConfig:
 
 # ---------------------------------------------------------------------------- teacher
 def load_teacher(ckpt_path: str | Path) -> tuple[SentimentModel, dict[str, Any]]:
-    """Rebuild the :class:`SentimentModel` of any mmsenti Lightning checkpoint, frozen, in eval mode."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise MmsentiError(f"distill.teacher_ckpt={path}: no such file (train a teacher first, e.g. experiment=sst2_teacher)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        hparams, weights = dict(state["hyper_parameters"]), state["state_dict"]
-    except Exception as err:
-        raise MmsentiError(f"{path}: not a readable mmsenti checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
-    hparams["aux_7class"] = bool(hparams.get("aux_7class")) or float(hparams.get("aux_7class_weight") or 0) > 0
-    net = SentimentModel(SentimentModelConfig.from_dict(hparams))
-    net_state = {k[len("net."):]: v for k, v in weights.items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(net_state, strict=True)
-    except RuntimeError as err:
-        raise MmsentiError(f"{path}: teacher weights do not fit the model its hyper-parameters describe ({str(err).splitlines()[0]})") from err
-    net.eval()
+    """The teacher of any mmsenti Lightning checkpoint (the one loader), frozen, in eval mode."""
+    from mmsenti.models.checkpoint import load_sentiment_checkpoint
+
+    if not Path(ckpt_path).is_file():
+        raise MmsentiError(f"distill.teacher_ckpt={ckpt_path}: no such file (train a teacher first, e.g. experiment=sst2_teacher)")
+    loaded = load_sentiment_checkpoint(ckpt_path, what="distill.teacher_ckpt")
+    net = loaded.model
     for p in net.parameters():
         p.requires_grad_(False)
+    hparams = {**loaded.extras["hparams"], **loaded.model_config.to_dict()}
     return net, hparams
 
 
@@ -219,13 +209,10 @@ def _use_eager_attention(backbone: nn.Module) -> None:
 
 # ---------------------------------------------------------------------------- the module
 class DistillSentimentLitModule(SentimentLitModule):
-    """:class:`SentimentLitModule` + ``task`` switch + optional frozen teacher (see the module docstring)."""
+    """:class:`SentimentLitModule` + an optional frozen teacher's loss terms (see the module docstring)."""
 
-    def __init__(self, *args: Any, task: str = "regression", distill: dict | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, distill: dict | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if task not in TASKS:
-            raise MmsentiError(f"model.task={task!r}; choose one of {list(TASKS)}")
-        self.task = task
         self.distill = DistillConfig.from_dict(distill)
         self.hidden_projection: nn.Module | None = None
         self.soft_targets: SoftTargets | None = None
@@ -240,17 +227,17 @@ class DistillSentimentLitModule(SentimentLitModule):
         cfg = self.distill
         teacher, self.teacher_hparams = load_teacher(cfg.teacher_ckpt)
         self.__dict__["teacher"] = teacher
-        log.info("teacher %s: %s, %.1f M parameters, modalities %s", cfg.teacher_ckpt,
-                 self.teacher_hparams["text_encoder"].get("pretrained"), sum(p.numel() for p in teacher.parameters()) / 1e6,
-                 list(teacher.config.modalities))
+        self.hard_weight = cfg.hard_weight
+        log.info("teacher %s: %s, %.1f M parameters, modalities %s", cfg.teacher_ckpt, self._tokenizer_name(teacher.config),
+                 sum(p.numel() for p in teacher.parameters()) / 1e6, list(teacher.config.modalities))
         if cfg.student_init == "teacher":
             copied = init_student_from_teacher(self.net, teacher, self.model_config.text_encoder.get("keep_layers"))
             log.info("student initialised from the teacher: %d tensors copied", len(copied))
         if cfg.online:
-            if self._tokenizer_name(self.teacher_hparams) != self._tokenizer_name(self.hparams):
+            teacher_tokenizer, student_tokenizer = self._tokenizer_name(teacher.config), self._tokenizer_name(self.model_config)
+            if teacher_tokenizer != student_tokenizer:
                 raise MmsentiError("hidden-state/attention distillation compares token by token: the teacher "
-                                   f"({self._tokenizer_name(self.teacher_hparams)}) and the student "
-                                   f"({self._tokenizer_name(self.hparams)}) must share a tokenizer")
+                                   f"({teacher_tokenizer}) and the student ({student_tokenizer}) must share a tokenizer")
             if cfg.attention_weight > 0:
                 _use_eager_attention(self.net.text_encoder.backbone)
                 _use_eager_attention(teacher.text_encoder.backbone)
@@ -262,11 +249,17 @@ class DistillSentimentLitModule(SentimentLitModule):
                 raise MmsentiError(f"distill.layer_map={self.layer_map}: need {n_s} teacher layer indices in [0, {n_t - 1}]")
             s_width, t_width = self.net.text_encoder.hidden_size, teacher.text_encoder.hidden_size
             if cfg.hidden_weight > 0 and s_width != t_width:
-                self.hidden_projection = nn.Linear(s_width, t_width)  # TinyBERT's W_h, trained with the student
+                # TinyBERT's W_h, trained with the student (a submodule: the base optimiser picks it up)
+                self.hidden_projection = nn.Linear(s_width, t_width)
 
     @staticmethod
-    def _tokenizer_name(hparams: Any) -> str:
-        return str(dict(hparams["text_encoder"]).get("pretrained"))
+    def _tokenizer_name(config: SentimentModelConfig) -> str:
+        return str(dict(config.text_encoder).get("pretrained"))
+
+    @property
+    def online(self) -> bool:
+        """Whether the teacher runs every training step (token states / attention maps)."""
+        return self.teacher is not None and self.distill.online
 
     # ---------------------------------------------------------------- soft targets
     def on_fit_start(self) -> None:
@@ -291,7 +284,7 @@ class DistillSentimentLitModule(SentimentLitModule):
         cfg, teacher = self.distill, self.teacher
         samples = datamodule.splits["train"]
         hp = datamodule.hparams
-        tokenizer_name = self._tokenizer_name(self.teacher_hparams)
+        tokenizer_name = self._tokenizer_name(teacher.config)
         settings = {"tokenizer": tokenizer_name, "max_text_len": hp.get("max_text_len"), "max_frames": hp.get("max_frames"),
                     "audio_dim": hp.get("audio_dim"), "vision_dim": hp.get("vision_dim")}
         # only modalities the teacher reads and the data has can be averaged out
@@ -319,19 +312,7 @@ class DistillSentimentLitModule(SentimentLitModule):
                  f"; {', '.join(marginalize)} averaged out over {cfg.marginal_draws} draws" if marginalize else "")
         return targets
 
-    # ---------------------------------------------------------------- losses
-    def compute_loss(self, out, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The hard-label loss (used for training and for val/test loss)."""
-        main = L_.hard_loss(out.score, labels, self.task, self.hparams.loss)
-        losses = {"loss": main, "loss_main": main}
-        if self.task == "regression" and out.logits_7 is not None and self.hparams.aux_7class_weight > 0:
-            known = ~torch.isnan(labels)  # a transfer set's samples have no label
-            aux = (torch.nn.functional.cross_entropy(out.logits_7[known].float(), sentiment_classes_7(labels[known]))
-                   if bool(known.any()) else out.logits_7.sum() * 0.0)
-            losses["loss_aux7"] = aux
-            losses["loss"] = main + self.hparams.aux_7class_weight * aux
-        return losses
-
+    # ---------------------------------------------------------------- the teacher's terms (hooks of the base module)
     def hard_targets(self, batch: SentimentBatch) -> torch.Tensor:
         """The labels, or with ``distill.corrected_labels`` the labels minus the teacher's joint - marginal score."""
         if not (self.distill.corrected_labels and self.soft_targets is not None and self.task == "regression"):
@@ -342,73 +323,40 @@ class DistillSentimentLitModule(SentimentLitModule):
         marginal, _ = self.soft_targets.lookup(batch.ids, batch.labels.device)
         return batch.labels - (joint - marginal)  # NaN (transfer-set) labels stay NaN
 
-    def distillation_losses(self, out, batch: SentimentBatch, student_rec: LayerRecorder | None = None) -> dict[str, torch.Tensor]:
-        cfg = self.distill
-        losses = self.compute_loss(out, self.hard_targets(batch))
-        total = cfg.hard_weight * losses["loss"] if self.teacher is not None else losses["loss"]
+    @contextmanager
+    def training_forward_context(self) -> Iterator[None]:
+        """Online distillation: record the student's layer states/attention maps during its forward pass."""
+        if not self.online:
+            yield
+            return
+        with self.student_recorder.record():
+            yield
+
+    def extra_losses(self, out, batch: SentimentBatch) -> dict[str, tuple[float, torch.Tensor]]:
+        """The teacher's terms, ``name -> (weight, value)``; online terms read what the student recorder holds."""
+        cfg, terms = self.distill, {}
         if self.soft_targets is not None:
             t_score, t_logits_7 = self.soft_targets.lookup(batch.ids, out.score.device)
             if self.task == "classification":
                 if cfg.alpha > 0:
-                    losses["loss_kd"] = L_.kd_kl(L_.binary_logits(out.score), L_.binary_logits(t_score), cfg.temperature)
-                    total = total + cfg.alpha * losses["loss_kd"]
+                    terms["loss_kd"] = (cfg.alpha, L_.kd_kl(L_.binary_logits(out.score), L_.binary_logits(t_score), cfg.temperature))
             else:
                 if cfg.score_weight > 0:
-                    losses["loss_score"] = torch.nn.functional.mse_loss(out.score.float(), t_score)
-                    total = total + cfg.score_weight * losses["loss_score"]
+                    terms["loss_score"] = (cfg.score_weight, torch.nn.functional.mse_loss(out.score.float(), t_score))
                 if cfg.alpha > 0 and t_logits_7 is not None and out.logits_7 is not None:
-                    losses["loss_kd7"] = L_.kd_kl(out.logits_7, t_logits_7, cfg.temperature)
-                    total = total + cfg.alpha * losses["loss_kd7"]
-        if student_rec is not None:
-            with torch.no_grad(), self.teacher_recorder.record() as teacher_rec:
+                    terms["loss_kd7"] = (cfg.alpha, L_.kd_kl(out.logits_7, t_logits_7, cfg.temperature))
+        if self.online:
+            student = self.student_recorder
+            with torch.no_grad(), self.teacher_recorder.record() as teacher:
                 self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask, audio=batch.audio,
                              audio_mask=batch.audio_mask, vision=batch.vision, vision_mask=batch.vision_mask)
             if cfg.hidden_weight > 0:
-                losses["loss_hidden"] = L_.hidden_state_loss(student_rec.hidden, [teacher_rec.hidden[i] for i in self.layer_map],
-                                                             batch.attention_mask, self.hidden_projection)
-                total = total + cfg.hidden_weight * losses["loss_hidden"]
+                terms["loss_hidden"] = (cfg.hidden_weight, L_.hidden_state_loss(
+                    student.hidden, [teacher.hidden[i] for i in self.layer_map], batch.attention_mask, self.hidden_projection))
             if cfg.attention_weight > 0:
-                losses["loss_attention"] = L_.attention_loss(student_rec.attention, [teacher_rec.attention[i] for i in self.layer_map],
-                                                             batch.attention_mask)
-                total = total + cfg.attention_weight * losses["loss_attention"]
-        losses["loss"] = total
-        return losses
-
-    def training_step(self, batch: SentimentBatch, batch_idx: int) -> torch.Tensor:
-        if self.teacher is not None and self.distill.online:
-            with self.student_recorder.record() as rec:
-                out = self(batch)
-            losses = self.distillation_losses(out, batch, rec)
-        else:
-            losses = self.distillation_losses(self(batch), batch)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
-                      prog_bar=False, batch_size=len(batch), sync_dist=True)
-        self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
-        if hasattr(self, "train_loss_mean"):  # the parent's one-line epoch summary in the run log
-            self.train_loss_mean.update(losses["loss"].detach(), len(batch))
-        return losses["loss"]
-
-    def _log_metrics(self, split: str, metrics: MosiMetrics) -> dict[str, float]:
-        values = {k: float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
-        self.log(f"{split}/MAE_prog", values["MAE"], prog_bar=True)
-        if self.task == "classification":  # labels are -1/+1: binary accuracy is MOSI's Non0_acc_2
-            self.log(f"{split}/acc", values["Non0_acc_2"], prog_bar=True)
-        return values
-
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
-        if self.hidden_projection is None:
-            return config
-        optimizer = config["optimizer"] if isinstance(config, dict) else config
-        # the projection trains like the fusion/head parameters; the scheduler must see the group too,
-        # so it is added before the scheduler is rebuilt
-        optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "name": "kd_projection"})
-        if isinstance(config, dict) and self.scheduler_factory is not None:
-            steps = int(self.trainer.estimated_stepping_batches)
-            config["lr_scheduler"] = self.scheduler_factory(optimizer, num_training_steps=steps)
-        return config
+                terms["loss_attention"] = (cfg.attention_weight, L_.attention_loss(
+                    student.attention, [teacher.attention[i] for i in self.layer_map], batch.attention_mask))
+        return terms
 
 
 @torch.no_grad()

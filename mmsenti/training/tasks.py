@@ -124,10 +124,10 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_safely(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a task; user-fixable problems become one error line and exit code 2."""
+def run_safely(task: Callable[..., Any], cfg: DictConfig, *args: Any) -> Any:
+    """Run ``task(cfg, *args)``; user-fixable problems become one error line and exit code 2."""
     try:
-        return task(cfg)
+        return task(cfg, *args)
     except MmsentiError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
@@ -232,9 +232,16 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value Optuna optimises (``optimized_metric``), with a clear error when it is not logged."""
+    """The value Optuna optimises (``optimized_metric``), with a clear error when it is not logged.
+
+    ``None`` when there is no such metric to compute: no ``optimized_metric``, or ``test=false``.
+    """
     name = cfg.get("optimized_metric")
     if not name:
+        return None
+    if not cfg.get("test"):  # nothing was evaluated: a finished run, with nothing to return
+        log.info("test=false: the best checkpoint was not evaluated, so optimized_metric=%s has no value "
+                 "(a sweep needs test=true)", name)
         return None
     if name not in metrics:
         raise MmsentiError(f"optimized_metric={name} was not computed; available: {', '.join(sorted(metrics))}")
