@@ -4,10 +4,10 @@ maps) train a smaller or text-only student.
 * :mod:`~mmsenti.distill.losses` — the loss terms, each a plain function of tensors;
 * :mod:`~mmsenti.distill.cache` — teacher soft targets computed once per dataset and cached on disk;
 * student text backbones live with the other models (:mod:`mmsenti.models.students`: a BiLSTM over
-  the teacher's word embeddings); the shallower layer-initialised transformer is ``model.text_encoder.keep_layers``;
+  the teacher's word embeddings); the shallower layer-initialised transformer is ``model.net.text_encoder.keep_layers``;
 * :mod:`~mmsenti.distill.module` — the LightningModule (``DistillSentimentLitModule``): the
-  ordinary :class:`~mmsenti.training.lit_module.SentimentLitModule` plus a ``task`` switch
-  (regression | classification) and an optional frozen teacher; for a fused teacher and a
+  ordinary :class:`~mmsenti.training.lit_module.SentimentLitModule` (whose task, regression |
+  classification, is ``model.net.task``) plus an optional frozen teacher's loss terms; for a fused teacher and a
   text-only student, the teacher's audio/vision can be averaged out of its soft targets
   (``distill.marginalize``, ``marginal_teacher_outputs``) and out of the labels (``distill.corrected_labels``).
 
