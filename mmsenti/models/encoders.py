@@ -54,7 +54,7 @@ class TextEncoder(nn.Module):
 
     def _set_trainable(self, finetune: str, top_k: int) -> None:
         if finetune not in {"frozen", "full", "top_k"}:
-            raise MmsentiError(f"model.text_encoder.finetune={finetune!r}; choose frozen, full or top_k")
+            raise MmsentiError(f"model.net.text_encoder.finetune={finetune!r}; choose frozen, full or top_k")
         trainable = finetune == "full"
         for p in self.backbone.parameters():
             p.requires_grad = trainable

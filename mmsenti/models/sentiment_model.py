@@ -44,12 +44,12 @@ class SentimentModelConfig:
     text_normalization: str = "none"
 
     def __post_init__(self) -> None:
-        check_normalization(self.text_normalization, "model.text_normalization")
+        check_normalization(self.text_normalization, "model.net.text_normalization")
         if self.task not in TASKS:
-            raise MmsentiError(f"model.task={self.task!r}; choose one of {list(TASKS)}")
+            raise MmsentiError(f"model.net.task={self.task!r}; choose one of {list(TASKS)}")
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or "text" not in self.modalities:
-            raise MmsentiError(f"model.modalities={self.modalities}: must include 'text' and only {list(MODALITIES)}")
+            raise MmsentiError(f"model.net.modalities={self.modalities}: must include 'text' and only {list(MODALITIES)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SentimentModelConfig":

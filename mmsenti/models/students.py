@@ -3,12 +3,12 @@
 The other students need no code of their own:
 
 * a **shallower transformer initialised from the teacher's layers** (DistilBERT-style) is
-  ``model.text_encoder.keep_layers=[0,2,4]`` (``model/text_encoder=minilm_l3``), optionally
+  ``model.net.text_encoder.keep_layers=[0,2,4]`` (``model/text_encoder=minilm_l3``), optionally
   re-initialised from a fine-tuned teacher checkpoint with ``distill.student_init=teacher``;
-* **any HF model** is ``model.text_encoder.pretrained=<alias | folder | hub id>``.
+* **any HF model** is ``model.net.text_encoder.pretrained=<alias | folder | hub id>``.
 
 A backbone here is built by :class:`~mmsenti.models.encoders.TextEncoder` when
-``model.text_encoder.architecture`` names it, and behaves like an HF encoder where the model needs
+``model.net.text_encoder.architecture`` names it, and behaves like an HF encoder where the model needs
 it: ``config.hidden_size``, ``get_input_embeddings()`` and ``forward(input_ids, attention_mask)``
 returning an object with ``last_hidden_state``.
 """
@@ -30,7 +30,7 @@ class BiLSTMTextBackbone(nn.Module):
     """A bidirectional LSTM over the word embeddings of a pretrained (teacher) encoder.
 
     The embedding table is copied from ``pretrained`` (so the student shares the teacher's
-    tokenizer and starts from its lexical knowledge); ``model.text_encoder.finetune`` says whether
+    tokenizer and starts from its lexical knowledge); ``model.net.text_encoder.finetune`` says whether
     it is trained (``full``) or not (``frozen`` freezes the whole backbone).
     Padded steps are skipped with packed sequences, so padding never changes a prediction.
     """

@@ -94,17 +94,11 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def check_checkpoint(ckpt_path: str, module: torch.nn.Module) -> None:
     """Fail with one line when a checkpoint does not fit the configured model (instead of a long traceback)."""
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as err:  # corrupt file, not a Lightning checkpoint, or unsafe pickle content
-        raise MmsentiError(f"{ckpt_path}: not a readable mmsenti checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        details = "; ".join(f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
-                            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys)
+    from mmsenti.models.checkpoint import describe_mismatch, read_checkpoint, state_dict_mismatch
+
+    state = read_checkpoint(ckpt_path, "ckpt_path")["state_dict"]
+    details = describe_mismatch(state_dict_mismatch(module.state_dict(), state))
+    if details:
         raise MmsentiError(f"{ckpt_path} does not match the configured model ({details}); "
                            f"use the experiment/model overrides it was trained with")
 
