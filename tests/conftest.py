@@ -1,12 +1,17 @@
-"""Shared fixtures: the real-data folder (may be absent) and synthetic CMU-MOSI sets."""
+"""Shared fixtures: the real-data folder (may be absent), synthetic CMU-MOSI sets, and one small
+model with its fused and text-only exports (made once per test session: test_export, test_serve)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +44,56 @@ def synthetic_mosi(tmp_path_factory) -> Path:
     from mmsenti.data.synthetic import write_synthetic_mosi
 
     return write_synthetic_mosi(tmp_path_factory.mktemp("synthetic_mosi"), scale="mosi", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A small fused model: MulT d_model 32, the real MiniLM-L6 encoder, untrained fusion, non-trivial
+    feature statistics (standardisation must travel with the graph). Treat as read-only."""
+    import torch
+
+    from mmsenti.models import SentimentModel, SentimentModelConfig
+
+    torch.manual_seed(0)
+    cfg = SentimentModelConfig(
+        fusion={"name": "mult", "d_model": 32, "num_layers": 1, "num_heads": 4, "self_layers": 1},
+        audio_encoder={"name": "conv_transformer", "input_dim": 74, "d_model": 32, "num_heads": 4},
+        vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 32, "num_heads": 4},
+        aux_7class=True)
+    net = SentimentModel(cfg).eval()
+    with torch.no_grad():
+        net.normalizers["audio"].fit(torch.linspace(-1, 1, 74), torch.linspace(0.5, 2, 74))
+        net.normalizers["vision"].fit(torch.linspace(1, -1, 47), torch.linspace(2, 0.5, 47))
+    return net
+
+
+EXPORT_SCRIPT = """
+import sys, torch
+from mmsenti.export.pipeline import ExportOptions, export_model
+from mmsenti.models import SentimentModel, SentimentModelConfig
+saved = torch.load(sys.argv[1], weights_only=True)
+model = SentimentModel(SentimentModelConfig.from_dict(saved["config"]))
+model.load_state_dict(saved["state"])
+export_model(model.eval(), sys.argv[2], ExportOptions(variant=sys.argv[3], metrics=False), source={"checkpoint": None})
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """``tiny_model`` exported as fp32 ONNX, both variants: ``{"fused": DIR, "text_only": DIR}``. The
+    text-only one in a second process (the export is single-threaded Python: two cores export both
+    in the time of one). Treat as read-only (copy a folder to change it)."""
+    import torch
+
+    from mmsenti.export.pipeline import ExportOptions, export_model
+
+    root = tmp_path_factory.mktemp("exports")
+    torch.save({"config": tiny_model.config.to_dict(), "state": tiny_model.state_dict()}, root / "model.pt")
+    side = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(root / "model.pt"), str(root / "text_only"), "text_only"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        export_model(tiny_model, root / "fused", ExportOptions(variant="fused", metrics=False), source={"checkpoint": None})
+    finally:
+        _, err = side.communicate(timeout=900)
+    assert side.returncode == 0, err[-3000:]
+    return {"fused": root / "fused", "text_only": root / "text_only"}

@@ -35,45 +35,15 @@ INT8_TOL = 0.1  # |score| difference (score in [-3, 3]) INT8 vs fp32 on a fixed 
 
 
 @pytest.fixture(scope="module")
-def model() -> SentimentModel:
-    torch.manual_seed(0)
-    cfg = SentimentModelConfig(
-        fusion={"name": "mult", "d_model": 32, "num_layers": 1, "num_heads": 4, "self_layers": 1},
-        audio_encoder={"name": "conv_transformer", "input_dim": 74, "d_model": 32, "num_heads": 4},
-        vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 32, "num_heads": 4},
-        aux_7class=True)
-    net = SentimentModel(cfg).eval()
-    with torch.no_grad():  # non-trivial feature statistics: standardisation must travel with the graph
-        net.normalizers["audio"].fit(torch.linspace(-1, 1, 74), torch.linspace(0.5, 2, 74))
-        net.normalizers["vision"].fit(torch.linspace(1, -1, 47), torch.linspace(2, 0.5, 47))
-    return net
-
-
-EXPORT_SCRIPT = """
-import sys, torch
-from mmsenti.export.pipeline import ExportOptions, export_model
-from mmsenti.models import SentimentModel, SentimentModelConfig
-saved = torch.load(sys.argv[1], weights_only=True)
-model = SentimentModel(SentimentModelConfig.from_dict(saved["config"]))
-model.load_state_dict(saved["state"])
-export_model(model.eval(), sys.argv[2], ExportOptions(variant=sys.argv[3], metrics=False), source={"checkpoint": None})
-"""
+def model(tiny_model) -> SentimentModel:
+    """The session's small fused model (tests/conftest.py)."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
-def exports(model, tmp_path_factory) -> dict[str, Path]:
-    """Both variants of the same model; the text-only one in a second process (the export is
-    single-threaded Python: two cores export both in the time of one)."""
-    root = tmp_path_factory.mktemp("exports")
-    torch.save({"config": model.config.to_dict(), "state": model.state_dict()}, root / "model.pt")
-    side = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(root / "model.pt"), str(root / "text_only"), "text_only"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        export_model(model, root / "fused", ExportOptions(variant="fused", metrics=False), source={"checkpoint": None})
-    finally:
-        _, err = side.communicate(timeout=900)
-    assert side.returncode == 0, err[-3000:]
-    return {"fused": root / "fused", "text_only": root / "text_only"}
+def exports(tiny_exports) -> dict[str, Path]:
+    """Its fused and text-only exports (tests/conftest.py), made once per test session."""
+    return tiny_exports
 
 
 def _feeds(wrapper: ExportWrapper, b: int, s: int, t: int, seed: int = 1) -> dict[str, np.ndarray]:
