@@ -3,6 +3,8 @@
 * :mod:`~mmsenti.runtime.manifest` — the export folder's ``manifest.json`` (schema, reader, atomic writer);
 * :mod:`~mmsenti.runtime.session` — ONNX Runtime sessions configured once (threads, spinning, providers);
 * :mod:`~mmsenti.runtime.tensorrt` — TensorRT profiles, ORT's TensorRT EP options, the engine runner;
+* :mod:`~mmsenti.runtime.repository` — a watched model repository ``DIR/<name>/<version>/`` (the version rule
+  ``mmsenti serve --model-repo`` and ``mmsenti stream run --model-repo`` share);
 * :mod:`~mmsenti.runtime.predictor` — the one :class:`Predictor` that ``mmsenti predict``, ``mmsenti serve``,
   the benchmarks and the stream job use.
 
