@@ -5,6 +5,7 @@
     mmsenti data download mosi --dest datasets/mosi
     mmsenti info
     mmsenti serve EXPORT_DIR --port 8000
+    mmsenti stream broker start | produce | run | consume | verify   (docs/streaming.md)
 
 Each sub-command lives beside the code it drives; this file only wires the parsers. Problems the
 user can fix print one ``error:`` line and exit with status 2.
@@ -20,8 +21,9 @@ from collections.abc import Callable, Sequence
 from mmsenti.errors import MmsentiError
 
 # each module defines add_commands(subparsers): data (download/inspect/synth), export (export/bench/
-# report), media (extract/predict), serve (serve)
-COMMAND_MODULES = ("mmsenti.data.commands", "mmsenti.export.commands", "mmsenti.media.commands", "mmsenti.serve.commands")
+# report), media (extract/predict), serve (serve), stream (broker/produce/run/consume/verify)
+COMMAND_MODULES = ("mmsenti.data.commands", "mmsenti.export.commands", "mmsenti.media.commands", "mmsenti.serve.commands",
+                   "mmsenti.stream.commands")
 
 
 def _info(args: argparse.Namespace) -> int:
