@@ -7,7 +7,9 @@ the folder name for a model-repository layout (``DIR/<name>/<version>/``, or any
 name), else the first 12 hex digits of the engine file's sha256.
 
 **Hot swap, zero downtime.** :meth:`ModelRegistry.load` builds the new version beside the serving
-one, on a loader thread at low CPU priority (nice +10, so serving keeps the cores):
+one, on a loader thread at low CPU priority (nice +10, so serving keeps the cores; not with
+``--threads`` > 1, whose engine threads would inherit it; the first model of an empty server loads at
+normal priority):
 
 1. the manifest (schema; every listed file present at its recorded size, the engine's sha256) and
    ``Predictor.load`` (engine session, tokenizer);
@@ -246,7 +248,9 @@ class ModelRegistry:
         self.active: str | None = None
         self.last_error: dict[str, str] = {}  # name -> why its last load failed
         self._lock = asyncio.Lock()
-        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader", initializer=_lower_priority)
+        # ORT's intra-op threads (--threads > 1) are created by the loading thread and would inherit its nice value
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader",
+                                          initializer=_lower_priority if settings.threads == 1 else None)
         self._retiring: set[asyncio.Task] = set()
         self._repo_seen: dict[str, str] = {}  # name -> version the watcher last tried
         self._repo_failed: set[tuple[str, str, float]] = set()
@@ -284,8 +288,10 @@ class ModelRegistry:
         async with self._lock:
             current = self.models.get(name)
             loop = asyncio.get_running_loop()
+            # while something serves, load at low priority; the first model loads at full speed (start-up time)
+            executor = self._loader if self.models else None
             try:
-                model = await loop.run_in_executor(self._loader, prepare_model, name, path, self.settings, current,
+                model = await loop.run_in_executor(executor, prepare_model, name, path, self.settings, current,
                                                    from_repo)
             except LoadFailed as err:
                 self._failed(name, str(err))
