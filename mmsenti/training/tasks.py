@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmsenti.errors import MmsentiError
+from mmsenti.training.schema import check_config
 from mmsenti.metrics import format_metrics_table
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def run_safely(task: Callable[..., Any], cfg: DictConfig, *args: Any) -> Any:
 # ---------------------------------------------------------------------------- tasks
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train (and evaluate) the configured model; returns (metrics, objects)."""
+    check_config(cfg)  # a typo fails here, before any data or weights are loaded
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -200,6 +202,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate a checkpoint on the valid and test splits; writes metrics.json."""
+    check_config(cfg)
     apply_extras(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
