@@ -344,6 +344,35 @@ def litserve(export: Path, args, work: Path) -> Server:
     return Server("litserve", cmd, port, "/health", work / "litserve.log")
 
 
+class StartMarker:
+    """A one-shot local endpoint that k6's ``setup()`` calls once its VUs are ready: when the load really starts."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.started, self.time = threading.Event(), None
+        marker = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                marker.time = time.time()
+                marker.started.set()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/start"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class RssSampler(threading.Thread):
     """The server's RSS (process tree) every ``interval`` s: ``samples`` = [(epoch s, bytes)]."""
 
@@ -375,6 +404,10 @@ export const options = {
   discardResponseBodies: true,
   summaryTrendStats: ['med', 'p(99)'],
 };
+
+export function setup() {  // after every VU is initialised, just before the first phase
+  if (config.start_marker) { http.get(config.start_marker); }
+}
 
 export default function () {
   http.post(config.url, bodies[(__VU * 7919 + __ITER) % bodies.length], params);
@@ -418,7 +451,7 @@ def k6_binary() -> str:
 
 
 def run_k6(url: str, bodies: "Bodies", phases: list[Phase], work: Path, args, server: Server | None = None,
-           background: bool = False):
+           background: bool = False, start_marker: str | None = None):
     """Run the phases back to back in one k6 process; returns :class:`Requests` (or, with ``background``,
     a function that waits for k6 and returns them)."""
     scenarios, start = {}, 0.0
@@ -434,7 +467,8 @@ def run_k6(url: str, bodies: "Bodies", phases: list[Phase], work: Path, args, se
                              "gracefulStop": f"{int(args.request_timeout + 1)}s"}
         start += p.seconds
     config = work / "k6_config.json"
-    config.write_text(json.dumps({"url": url, "timeout": f"{int(args.request_timeout * 1000)}ms", "scenarios": scenarios}))
+    config.write_text(json.dumps({"url": url, "timeout": f"{int(args.request_timeout * 1000)}ms", "scenarios": scenarios,
+                                  "start_marker": start_marker}))
     script = work / "load.js"
     script.write_text(K6_SCRIPT)
     out_csv = work / "k6_requests.csv"
@@ -488,6 +522,8 @@ def parse_k6_csv(path: Path, phases: list[Phase]) -> Requests:
             metric = row[c_metric]
             if metric == "http_req_duration":
                 ts, scenario = int(row[c_time]), row[c_scenario]
+                if scenario not in index:  # setup()'s start marker
+                    continue
                 value = float(row[c_value])
                 send.append(ts / 1e6 - value / 1e3)
                 lat.append(value)
@@ -652,7 +688,8 @@ class Bench:
     def swap(self, export: Path, candidate: Path) -> dict:
         a = self.args
         server = self.launch(ours("ours_swap", export, a, self.work), export)
-        phases = [Phase("warmup", a.swap_rate, a.warmup), Phase("measure", a.swap_rate, a.swap_seconds)]
+        # every VU ready up front (as in the overload): a failure must be the server's, never a request k6 did not send
+        phases = [Phase("warmup", a.swap_rate, a.warmup), Phase("measure", a.swap_rate, a.swap_seconds, a.request_timeout)]
         probes: list[tuple[float, float, int, Any]] = []  # (send, seconds, status, (model, version))
         halt = threading.Event()
 
@@ -665,13 +702,17 @@ class Bench:
                 probes.append((t, time.time() - t, status, who))
                 halt.wait(max(0.0, 0.05 - (time.time() - t)))
 
+        marker = StartMarker()
         try:
             _, before = http_json("GET", server.base + "/v1/models")
-            wait = run_k6(server.base + "/v1/predict", self.bodies["text"], phases, self.work, a, server, background=True)
+            wait = run_k6(server.base + "/v1/predict", self.bodies["text"], phases, self.work, a, server, background=True,
+                          start_marker=marker.url)
             prober = threading.Thread(target=probe, daemon=True)
             prober.start()
-            launched = time.time()
-            time.sleep(a.warmup + 0.4 * a.swap_seconds + 0.5)  # ~0.5 s: k6 starting its VUs
+            if not marker.started.wait(timeout=120):
+                raise MmsentiError("swap: k6 did not start its load within 120 s")
+            launched = marker.time
+            time.sleep(max(0.0, launched + a.warmup + 0.4 * a.swap_seconds - time.time()))
             post_start = time.time()
             post_status, post_body = http_json("POST", server.base + "/v1/models",
                                                {"name": a.swap_name, "path": str(candidate), "activate": True}, timeout=30)
@@ -685,6 +726,7 @@ class Bench:
             _, after = http_json("GET", server.base + "/v1/models")
         finally:
             halt.set()
+            marker.close()
             server.stop()
         old = probes[0][3] if probes else None
         new_seen = [t for t, _, s, who in probes if t >= post_start and s == 200 and who != old]
