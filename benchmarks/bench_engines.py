@@ -167,9 +167,9 @@ def main() -> int:
     m = {}
     m["fused_fp32"] = export(fused, fused_ckpt, dm, engines / "fused_fp32", args.reuse)
     m["fused_int8"] = export(fused, fused_ckpt, dm, engines / "fused_int8", args.reuse, precision="int8")
-    if not args.no_static:  # static INT8 drifts more: record it instead of failing the parity check
+    if not args.no_static:  # static INT8 drifts more: held to its own parity bound (onnx_export.STATIC_INT8_TOLERANCE)
         m["fused_int8_static"] = export(fused, fused_ckpt, dm, engines / "fused_int8_static", args.reuse, precision="int8",
-                                        quantization="static", calibration_method="percentile", tolerance=3.0)
+                                        quantization="static", calibration_method="percentile")
     m["text_fp32"] = export(fused, fused_ckpt, dm, engines / "text_fp32", args.reuse, variant="text_only")
     m["text_int8"] = export(fused, fused_ckpt, dm, engines / "text_int8", args.reuse, variant="text_only", precision="int8")
     m["pruned_fp32"] = export(pruned, pruned_ckpt, dm, engines / "pruned_fp32", args.reuse)

@@ -462,7 +462,7 @@ def test_cli_export_static_int8_and_bench_against_checkpoint(bf16_run, tmp_path)
     ckpt = json.loads((bf16_run / "metrics.json").read_text())["best_ckpt"]
     out = tmp_path / "static"
     assert main(["export", ckpt, "--precision", "int8", "--quantization", "static", "--calibration", "minmax",
-                 "--calibration-batches", "2", "--tolerance", "3", "--out", str(out)]) == 0
+                 "--calibration-batches", "2", "--out", str(out)]) == 0  # the real static-INT8 parity bound
     manifest = read_manifest(out)
     assert manifest["quantization"]["method"] == "static" and manifest["quantization"]["calibration"]["batches"] >= 1
     assert manifest["metrics"]["source_run"]["val"]  # the run's own metrics.json, beside the checkpoint folder

@@ -104,7 +104,7 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
     ``format="triton"``: ``out_dir`` is a Triton model repository; the ONNX export becomes a version
     of a model in it (:func:`mmsenti.export.triton.export_triton`).
     """
-    from mmsenti.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, metric_drift, onnx_ops
+    from mmsenti.export.onnx_export import check_parity, export_onnx, metric_drift, onnx_ops, parity_tolerance
     from mmsenti.export.quantize import calibration_feeds, convert_fp16, quantize_dynamic_int8, quantize_static_int8
     from mmsenti.runtime.session import make_session
     from mmsenti.export.wrapper import ExportWrapper
@@ -167,7 +167,8 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
         else:
             session = make_session(onnx_file)
 
-        tolerance = opts.tolerance if opts.tolerance is not None else PARITY_TOLERANCE[opts.precision]
+        static = opts.precision == "int8" and (opts.quantization == "static" or opts.format == "tensorrt")
+        tolerance = opts.tolerance if opts.tolerance is not None else parity_tolerance(opts.precision, "static" if static else "dynamic")
         parity = check_parity(wrapper, session, opts.precision, datamodule=datamodule, tolerance=tolerance)
         if opts.metrics and datamodule is not None:
             parity["metrics"] = metric_drift(wrapper, session, datamodule)
