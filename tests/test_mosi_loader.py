@@ -16,7 +16,8 @@ import mmsenti.data.mosi as mosi
 from mmsenti.data.align import overlap_ranges
 from mmsenti.data.csd import CSDError, decode_words, read_csd, write_csd
 from mmsenti.data.folds import FoldError, assign_folds, resolve_folds, sdk_standard_folds
-from mmsenti.data.mosi import MosiDataError, default_cache_dir, load_mosi_csd
+from mmsenti.data.mosi import MosiDataError, load_mosi_csd
+from mmsenti.data.mosi_cache import default_cache_dir
 from mmsenti.data.synthetic import FILES
 
 ID_RE = re.compile(r"^[\w-]+\$_\$[1-9]\d*$")  # MMSA's <video>$_$<clip>, clip = label row + 1

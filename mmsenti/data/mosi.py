@@ -5,8 +5,8 @@ Why a loader of our own: the SDK's two-stage alignment (words, then labels) take
 reach the sample layout our models consume. Here every video is processed with a few vectorised
 calls (:mod:`mmsenti.data.align`, same overlap rule as the SDK), every data problem is either a
 clear error or a counted entry in ``MosiData.report`` (never silent), and the result is cached
-as one ``.npz`` (concatenated arrays + offsets, no pickle) so the second load takes a fraction
-of a second.
+as one ``.npz`` (concatenated arrays + offsets, no pickle; :mod:`mmsenti.data.mosi_cache`) so the
+second load takes a fraction of a second.
 
 Samples follow the contract in :mod:`mmsenti.data.batch`::
 
@@ -46,11 +46,8 @@ whose features are numbers rather than words (:class:`MosiDataError`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 from collections import Counter
@@ -67,10 +64,11 @@ from .align import EPS, Collapse, collapse_frames, overlap_pairs, sort_by_start,
 from .csd import ComputationalSequence, CSDError, CSDReader, decode_words, read_csd
 from .folds import SPLITS, assign_folds, resolve_folds
 from .ids import csd_segment_id
+from .mosi_cache import CACHE_VERSION, cache_key, default_cache_dir, file_stamp, load_cache, save_cache
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_FILES", "MosiData", "MosiDataError", "default_cache_dir", "load_mosi_csd"]
+__all__ = ["DEFAULT_FILES", "MosiData", "MosiDataError", "load_mosi_csd"]
 
 #: Candidate file names per input, first found wins (FACET has carried several names in SDK releases).
 DEFAULT_FILES: dict[str, tuple[str, ...]] = {
@@ -83,7 +81,6 @@ DEFAULT_FILES: dict[str, tuple[str, ...]] = {
 DEFAULT_DIMS = {"audio": 74, "vision": 47}
 MODALITIES = ("audio", "vision")
 SILENCE = "sp"
-CACHE_VERSION = 2  # 2: ids are <video>$_$<clip>, zero-length and per-split drop counts
 
 Mode = Literal["aligned", "unaligned"]
 OnError = Literal["raise", "skip"]
@@ -148,9 +145,10 @@ def load_mosi_csd(
         on_error: ``"raise"`` or ``"skip"`` (drop and count) for malformed data, see module doc.
         max_frames: unaligned mode only: evenly subsample each segment to at most this many rows.
         collapse: aligned mode only: ``"mean"`` (SDK ``avg``), ``"max"`` or ``"first"``.
-        cache_dir: where the processed ``.npz`` goes (default :func:`default_cache_dir`: ``<root>/.cache``
-            or, for a read-only ``root``, ``~/.cache/mmsenti/mosi``; ``False``: no cache). An
-            unwritable cache folder is reported in ``report["cache"]["error"]``, not raised.
+        cache_dir: where the processed ``.npz`` goes (default
+            :func:`~mmsenti.data.mosi_cache.default_cache_dir`: ``<root>/.cache`` or, for a read-only
+            ``root``, ``~/.cache/mmsenti/mosi``; ``False``: no cache). An unwritable cache folder is
+            reported in ``report["cache"]["error"]``, not raised.
         files: per-input overrides ``{"words"|"audio"|"vision"|"labels": path or None}``; a relative
             path is taken under ``root``; ``None`` disables that modality. A named file that does not
             exist is an error (:class:`~mmsenti.data.csd.CSDError`, listing the ``.csd`` files in ``root``).
@@ -173,15 +171,15 @@ def load_mosi_csd(
         "version": CACHE_VERSION, "mode": mode, "on_error": on_error, "collapse": collapse, "eps": eps,
         "max_frames": None if mode == "aligned" or max_frames is None else int(max_frames),
         "folds": resolved.folds,
-        "files": {k: _file_stamp(p) for k, p in paths.items()},
+        "files": {k: file_stamp(p) for k, p in paths.items()},
     }
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    key = cache_key(settings)
     cache_path = None
     if cache_dir is not False:
         cache_path = Path(cache_dir if cache_dir is not None else default_cache_dir(root)) / f"mosi_{mode}_{key}.npz"
         if cache_path.is_file():
             try:
-                data = _load_cache(cache_path)
+                data = MosiData(*load_cache(cache_path))
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 data = None  # unreadable cache: rebuild and overwrite it
             if data is not None:
@@ -195,7 +193,7 @@ def load_mosi_csd(
     cache_info: dict[str, Any] = {"hit": False, "path": None, "key": key}
     if cache_path is not None:
         try:
-            _save_cache(data, cache_path)
+            save_cache(data, cache_path)
             cache_info["path"] = str(cache_path)
         except OSError as exc:
             cache_info["error"] = f"could not write cache in {cache_path.parent}: {exc.strerror or exc}"
@@ -256,27 +254,6 @@ def _warn_unused_files(root: Path, paths: dict[str, Path | None], files: Mapping
                     root, "/".join(absent), ", ".join(n for k in absent for n in DEFAULT_FILES[k]), ", ".join(unused),
                     "is" if len(unused) == 1 else "are", " ".join(f"data.files.{k}=<file>" for k in absent))
     return unused
-
-
-def default_cache_dir(root: str | os.PathLike) -> Path:
-    """``<root>/.cache``, unless ``root`` is read-only (by its mode bits, which root ignores too):
-    then ``$XDG_CACHE_HOME/mmsenti`` (``~/.cache/mmsenti``), so shared data folders stay untouched."""
-    root = Path(root)
-    try:
-        read_only = not (root.stat().st_mode & 0o222) or not os.access(root, os.W_OK)
-    except OSError:
-        read_only = True
-    if not read_only:
-        return root / ".cache"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mmsenti" / "mosi"
-
-
-def _file_stamp(path: Path | None) -> list | None:
-    if path is None or not path.is_file():
-        return None
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _is_file(path: Path | None) -> bool:
@@ -507,71 +484,3 @@ def _process(
         "modality_dropped": {s: dict(c) for s, c in modality_dropped.items()},
     }
     return MosiData(splits=splits, audio_dim=int(dims["audio"]), vision_dim=int(dims["vision"]), report=report)
-
-
-# ----------------------------------------------------------------------------------------------
-# cache: one .npz of concatenated arrays + offsets (strings as fixed-width unicode; no pickle)
-
-
-def _save_cache(data: MosiData, path: Path) -> None:
-    samples = [s for split in SPLITS for s in data.splits[split]]
-    split_code = np.concatenate([np.full(len(data.splits[s]), i, np.int8) for i, s in enumerate(SPLITS)])
-    arrays: dict[str, np.ndarray] = {
-        "ids": np.array([s["id"] for s in samples], dtype=str),
-        "text": np.array([s["text"] or "" for s in samples], dtype=str),
-        "text_present": np.array([s["text"] is not None for s in samples], dtype=bool),
-        "label": np.array([s["label"] for s in samples], dtype=np.float64),
-        "split": split_code,
-        "meta": np.array(json.dumps({"audio_dim": data.audio_dim, "vision_dim": data.vision_dim,
-                                     "report": data.report})),
-    }
-    for m, dim in (("audio", data.audio_dim), ("vision", data.vision_dim)):
-        parts = [s[m] for s in samples]
-        lengths = np.array([0 if p is None else len(p) for p in parts], dtype=np.int64)
-        arrays[f"{m}_present"] = np.array([p is not None for p in parts], dtype=bool)
-        arrays[f"{m}_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        present = [p for p in parts if p is not None and len(p)]
-        arrays[m] = np.concatenate(present).astype(np.float32, copy=False) if present else np.zeros((0, dim), np.float32)
-    if not len(arrays["ids"]):  # np.array([], dtype=str) is fine, keep explicit shapes
-        arrays["ids"] = np.zeros(0, dtype="<U1")
-        arrays["text"] = np.zeros(0, dtype="<U1")
-    save_npz_atomic(path, arrays)
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` (no pickle) through a temp file + rename: a crash never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _load_cache(path: Path) -> MosiData:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays["meta"]))
-    ids = arrays["ids"].tolist()
-    texts = arrays["text"].tolist()
-    text_present = arrays["text_present"]
-    labels = arrays["label"].tolist()
-    mods = {}
-    for m in MODALITIES:
-        big, off, present = arrays[m], arrays[f"{m}_offsets"], arrays[f"{m}_present"]
-        mods[m] = [big[off[i] : off[i + 1]] if present[i] else None for i in range(len(ids))]
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    codes = arrays["split"]
-    for i in range(len(ids)):
-        splits[SPLITS[codes[i]]].append({
-            "id": ids[i],
-            "text": texts[i] if text_present[i] else None,
-            "audio": mods["audio"][i],
-            "vision": mods["vision"][i],
-            "label": labels[i],
-        })
-    return MosiData(splits=splits, audio_dim=int(meta["audio_dim"]), vision_dim=int(meta["vision_dim"]),
-                    report=meta["report"])

@@ -45,8 +45,9 @@ import numpy as np
 
 from mmsenti.data.csd import ComputationalSequence, CSDReader, encode_words, write_csd
 from mmsenti.data.mmsa import LABEL_CSV_COLUMNS, read_label_csv
-from mmsenti.data.mosi import DEFAULT_FILES, save_npz_atomic
+from mmsenti.data.mosi import DEFAULT_FILES
 from mmsenti.errors import MmsentiError
+from mmsenti.io import save_npz_atomic
 
 from .features import FrameFeatures
 from .io import MEDIA_EXTENSIONS, MediaError, probe, read_audio
