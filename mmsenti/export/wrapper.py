@@ -33,15 +33,10 @@ MAX_FRAMES = 4096  # SinusoidalPositions' table length
 
 
 class ExportWrapper(nn.Module):
-    def __init__(self, model: SentimentModel, variant: str = "fused", with_logits_7: bool = True, traceable: bool = True):
-        """``traceable=False``: the wrapper only runs eagerly (no ONNX export), so any module is fine."""
+    def __init__(self, model: SentimentModel, variant: str = "fused", with_logits_7: bool = True):
         super().__init__()
         if variant not in VARIANTS:
             raise MmsentiError(f"--variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-        lstm = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)] if traceable else []
-        if lstm:  # packed sequences (pack_padded_sequence) do not trace under torch.export
-            raise MmsentiError(f"the lstm frame encoder ({lstm[0]}) cannot be exported: its packed sequences do not trace "
-                               "under the dynamo exporter; train deployable models with the conv_transformer encoders")
         self.model = model
         self.variant = variant
         self.frame_modalities = [m for m in FRAME_MODALITIES if m in model.frame_encoders] if variant == "fused" else []
@@ -175,7 +170,7 @@ def eager_predictor(model: SentimentModel, max_text_len: int = 64, name: str = "
     from mmsenti.pretrained import load_pretrained
     from mmsenti.runtime.predictor import Predictor
 
-    wrapper = ExportWrapper(model.eval(), variant, traceable=False)
+    wrapper = ExportWrapper(model.eval(), variant)
     inputs, outputs = wrapper.io_spec()
     hf = load_pretrained(model.config.text_encoder.get("pretrained", "minilm_l6"), "tokenizer")
     if not getattr(hf, "is_fast", False):

@@ -147,9 +147,46 @@ class ConvTransformerEncoder(nn.Module):
         return h * mask.unsqueeze(-1).to(h.dtype)
 
 
+def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, T]`` indices that reverse each row's first ``lengths[b]`` steps and leave the padding in place."""
+    t = torch.arange(steps, device=lengths.device).unsqueeze(0)
+    n = lengths.unsqueeze(1)
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A bidirectional ``batch_first`` LSTM over right-padded sequences, without packing.
+
+    The backward direction reads each sequence reversed *within its own length*, so padding never
+    reaches a valid step: the outputs at valid steps equal ``pack_padded_sequence`` + ``nn.LSTM``
+    (the module's own weights are used), and unlike packed sequences this traces under
+    ``torch.export`` — LSTM encoders and the BiLSTM student export to ONNX. Padded steps hold
+    arbitrary values; callers mask them.
+    """
+    batch, steps, _ = x.shape
+    rev = _reverse_index(lengths.to(x.device).long(), steps)
+    h = x
+    for layer in range(lstm.num_layers):
+        outs = []
+        for suffix in ("", "_reverse"):
+            weights = [getattr(lstm, f"{n}_l{layer}{suffix}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            inp = _gather_steps(h, rev) if suffix else h
+            zeros = h.new_zeros(1, batch, lstm.hidden_size)
+            out = torch._VF.lstm(inp, (zeros, zeros), weights, True, 1, 0.0, lstm.training, False, True)[0]
+            outs.append(_gather_steps(out, rev) if suffix else out)
+        h = torch.cat(outs, dim=-1)
+        if lstm.dropout and layer < lstm.num_layers - 1:
+            h = nn.functional.dropout(h, lstm.dropout, lstm.training)
+    return h
+
+
 @register("sequence_encoder", "lstm")
 class LSTMEncoder(nn.Module):
-    """Bidirectional LSTM over frames; padded steps are skipped with packed sequences."""
+    """Bidirectional LSTM over frames; padding never reaches a valid step (exports to ONNX)."""
 
     def __init__(self, input_dim: int, d_model: int = 64, num_layers: int = 1, dropout: float = 0.1, **_: object):
         super().__init__()
@@ -160,10 +197,7 @@ class LSTMEncoder(nn.Module):
         self.out_dim = d_model
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        h = bidirectional_lstm(self.lstm, x, mask.sum(1).clamp(min=1))
         return h * mask.unsqueeze(-1).to(h.dtype)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.encoders import bidirectional_lstm
 from mmsenti.pretrained import load_pretrained
 from mmsenti.registry import register
 
@@ -32,7 +33,8 @@ class BiLSTMTextBackbone(nn.Module):
     The embedding table is copied from ``pretrained`` (so the student shares the teacher's
     tokenizer and starts from its lexical knowledge); ``model.net.text_encoder.finetune`` says whether
     it is trained (``full``) or not (``frozen`` freezes the whole backbone).
-    Padded steps are skipped with packed sequences, so padding never changes a prediction.
+    Padding never reaches a valid step (:func:`~mmsenti.models.encoders.bidirectional_lstm`), so it never
+    changes a prediction, and the student exports to ONNX.
     """
 
     def __init__(self, pretrained: str = "minilm_l6", hidden_size: int = 300, num_layers: int = 1,
@@ -62,8 +64,5 @@ class BiLSTMTextBackbone(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: object) -> SimpleNamespace:
         x = self.dropout(self.embeddings(input_ids))
-        lengths = attention_mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        h = bidirectional_lstm(self.lstm, x, attention_mask.sum(1).clamp(min=1))
         return SimpleNamespace(last_hidden_state=h * attention_mask.unsqueeze(-1).to(h.dtype))
