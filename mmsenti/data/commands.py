@@ -109,7 +109,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_path, plot_labels, render_text, to_jsonable
+    from .inspect.plot import plot_labels
+    from .inspect.render import render_text
+    from .inspect.stats import inspect_path, to_jsonable
 
     info = inspect_path(args.path, mode=args.mode, encoding=args.encoding)
     plot = None
