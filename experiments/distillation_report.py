@@ -54,7 +54,7 @@ REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_e
 # SST-2 transfer set: 8,000 more train.tsv sentences without their labels, learnt from the teacher's soft targets
 TRANSFER = ["data.source_options.transfer_size=8000"]
 # the recipe that meets the SST-2 target (MiniLM-L6 + 20,000 transfer sentences, 3 epochs), its default seed (42) and two more
-TRANSFER20K_3EP = ["experiment=sst2_student_l6", "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}"]  # configs/experiment/sst2_student_l6.yaml
+TRANSFER20K_3EP = ["experiment=sst2_distill_l6_transfer", "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}"]  # configs/experiment/sst2_distill_l6_transfer.yaml
 TRANSFER20K_3EP_STEPS = ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1", "sst2_l6_kd_transfer20k_3ep_seed2")
 
 STEPS: list[tuple[str, list[str]]] = [
