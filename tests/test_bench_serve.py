@@ -89,8 +89,8 @@ def test_short_run_against_mmsenti_serve_records_every_figure_and_no_errors(tiny
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_serve.py"), "--export", str(tiny_exports["text_only"]),
            "--fused-export", str(tiny_exports["fused"]), "--out", str(out), "--scenarios", "curve,fused,swap",
-           "--rates", "20", "--seconds", "2", "--warmup", "1", "--search-steps", "0", "--fused-rate", "10", "--frames", "8",
-           "--swap-rate", "20", "--swap-seconds", "8", *([] if anchor else ["--no-anchor"])]
+           "--rates", "10", "--seconds", "2", "--warmup", "1", "--search-steps", "0", "--fused-rate", "10", "--frames", "8",
+           "--swap-rate", "10", "--swap-seconds", "8", *([] if anchor else ["--no-anchor"])]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -98,22 +98,23 @@ def test_short_run_against_mmsenti_serve_records_every_figure_and_no_errors(tiny
     assert (out / "serving.png").stat().st_size > 10_000
     report = json.loads((out / "bench.json").read_text())
 
+    busy = f"load average {report['environment']['load_average_start']} -> {report['environment']['load_average_end']}"
     curve = report["scenarios"]["curve"]
     servers = {"ours_batching", "ours_no_batching", *(["litserve"] if anchor else [])}
     assert set(curve["points"]) == servers
     for name, (point,) in curve["points"].items():
-        assert point["offered_rps"] == 20 and point["error_count"] == 0 and point["errors"] == {}, (name, point)
-        assert point["sent"] >= 38 and point["achieved_rps"] >= 19, (name, point)  # every request answered
+        assert point["offered_rps"] == 10 and point["error_count"] == 0 and point["errors"] == {}, (name, point, busy)
+        assert point["sent"] >= 19 and point["achieved_rps"] >= 9.5, (name, point)  # every request answered
         assert 0 < point["p50_ms"] <= point["p99_ms"] <= point["max_ms"], (name, point)
         assert point["generator_cpu_cores"] > 0 and point["server_cpu_cores"] > 0
     assert set(curve["max_rate_rps"]) == servers
 
     fused = report["scenarios"]["fused"]  # utterances with 8 aligned audio and vision rows of the manifest's widths
     assert fused["dims"] == {"audio": 74, "vision": 47} and fused["frames"] == 8
-    assert fused["error_count"] == 0 and fused["sent"] >= 19 and fused["p99_ms"] > 0
+    assert fused["error_count"] == 0 and fused["sent"] >= 19 and fused["p99_ms"] > 0, (fused, busy)
 
     swap = report["scenarios"]["swap"]
-    assert swap["post_status"] == 200 and swap["failed_requests"] == 0 and swap["probes"] > 20
+    assert swap["post_status"] == 200 and swap["failed_requests"] == 0 and swap["probes"] > 20, (swap["errors"], swap["post_seconds"], busy)
     assert len(swap["answered_by"]) == 2 and swap["first_new_version_after_s"] is not None  # the new version answered
     assert swap["old_version_answers_after_post"] == 0  # the switch is atomic: nothing old once the POST returned
     # (on a busy machine the POST may outlast the load: the window is then only partly covered, and says so)
