@@ -17,8 +17,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -199,6 +197,15 @@ def test_job_sql_and_flink_configuration(tmp_path):
             time.sleep(0.02)
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "j2" / "chk-1")
     assert flink_configuration(cfg, str(tmp_path / "j2" / "chk-1"))["execution.state-recovery.path"].endswith("/j2/chk-1")
+    upsert = JobConfig(KafkaSettings("k:9092"), model="m", model_repo=None, model_name=None, delivery="at-least-once")
+    assert "transactional" not in sink_ddl(upsert, "out_sink", "o") and "'key.fields' = 'k'" in sink_ddl(upsert, "out_sink", "o")
+    cluster = JobConfig(KafkaSettings("k:9092"), model="m", model_repo=None, model_name=None, target="cluster")
+    with pytest.raises(MmsentiError, match="--checkpoint-dir"):
+        flink_configuration(cluster, None)
+    cluster.checkpoint_dir = "s3://bucket/chk"
+    conf = flink_configuration(cluster, None)
+    assert conf["execution.checkpointing.dir"] == "s3://bucket/chk" and "python.executable" not in conf
+    assert latest_checkpoint("s3://bucket/chk") is None  # remote storage: restore with flink run -s
 
 
 def test_model_repository_versions(tmp_path):
@@ -388,34 +395,19 @@ def _flink_python() -> str:
 
 
 class Job:
-    """``mmsenti stream run`` in its own session: stop() ends the whole tree (JVM, Python workers)."""
+    """The job in its own session (:class:`mmsenti.stream.commands.JobProcess`); kill() ends its whole tree."""
 
     def __init__(self, settings, log: Path, *args: str):
-        self.log = log
-        self.handle = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mmsenti.cli", "stream", "run", "--bootstrap-servers",
-                                      settings.bootstrap_servers, *args], cwd=ROOT, stdout=self.handle,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        from mmsenti.stream.commands import JobProcess
+
+        self.process = JobProcess(["--bootstrap-servers", settings.bootstrap_servers, *args], log)
+        self.proc = self.process.proc
 
     def kill(self, sig=signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=60)
-        self.handle.close()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the job did not finish in {timeout:.0f} s; its log: {self.tail()}")
+        self.process.stop(sig)
 
     def tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
+        return self.process.tail(n)
 
 
 def wait_for(predicate, timeout: float, what: str, job: Job | None = None):

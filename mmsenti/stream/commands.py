@@ -50,6 +50,48 @@ def job_command(argv: list[str], python: str | None = None) -> tuple[list[str], 
     return [flink_python(python), "-m", "mmsenti.stream.job", *argv], env
 
 
+class JobProcess:
+    """``mmsenti stream run ARGV`` as a child in its own session (tests, benchmarks): :meth:`stop` ends
+    the whole tree — the job's Python, its JVM and the Python workers the JVM started."""
+
+    def __init__(self, argv: list[str], log: str | Path, python: str | None = None):
+        import subprocess
+
+        command, env = job_command(argv, python)
+        self.log = Path(log)
+        self._handle = open(self.log, "ab")
+        self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=self._handle,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int | None = None, timeout: float = 60.0) -> int | None:
+        """Signal the whole session (default SIGKILL: no clean shutdown) and reap it."""
+        import signal
+
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL if sig is None else sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except Exception:  # noqa: BLE001  (a SIGTERM ignored: end it for sure)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        if not self._handle.closed:
+            self._handle.close()
+        return self.proc.returncode
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
 # ============================================================================ handlers
 def _broker(args: argparse.Namespace) -> int:
     from mmsenti.stream import broker
@@ -155,7 +197,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topic", default="comments")
     p.add_argument("--rate", type=float, default=100.0, help="messages per second")
     p.add_argument("--count", type=int, help="send this many messages")
-    p.add_argument("--seconds", type=float, help="send for this long (default: --count, else 10 s)")
+    p.add_argument("--seconds", type=float, help="send for this long (neither --count nor --seconds: until Ctrl-C)")
     p.add_argument("--products", type=int, default=50)
     p.add_argument("--partitions", type=int, default=1, help="partitions when the topic is created here")
     p.add_argument("--disorder", type=int, default=0, metavar="MS", help="move each ts back by up to MS at random")

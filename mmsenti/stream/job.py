@@ -2,7 +2,7 @@
 
     mmsenti stream run --model export/student_int8 --in comments --out product_sentiment --window 5s --lateness 1s
     python -m mmsenti.stream.job ...                          # the same job, in a Python with PyFlink
-    flink run -py mmsenti/stream/job.py -pyfs mmsenti ... --target cluster --bootstrap-servers ...  (docs/streaming.md)
+    flink run --python mmsenti/stream/job.py --pyFiles mmsenti ... --target cluster --bootstrap-servers ...  (docs/streaming.md)
 
 Dataflow (PyFlink Table API + SQL, a DataStream tail)::
 
@@ -45,9 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsenti.errors import MmsentiError
-from mmsenti.stream.clients import KafkaSettings
-from mmsenti.stream.windows import parse_duration
+if __package__ in (None, ""):  # run as a file (`flink run --python mmsenti/stream/job.py`): the checkout on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from mmsenti.errors import MmsentiError  # noqa: E402
+from mmsenti.stream.clients import KafkaSettings  # noqa: E402
+from mmsenti.stream.windows import parse_duration  # noqa: E402
 
 DELIVERIES = ("exactly-once", "at-least-once")
 TARGETS = ("local", "cluster")
@@ -367,6 +370,9 @@ def run(cfg: JobConfig) -> None:
 
     if cfg.target == "local":
         ensure_topics(cfg.kafka, [cfg.in_topic, *cfg.output_topics], partitions=cfg.topic_partitions)
+    # Python workers as their own processes (as on a cluster), not PyFlink's local "loopback" mode that
+    # runs them in this process behind a gRPC server listening on every interface
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     restore = None if cfg.fresh else latest_checkpoint(cfg.checkpoints)
     if restore and cfg.until_end:
         raise MmsentiError(f"--until-end applies to a run that starts afresh, not to one restoring {restore} (its checkpoint "
@@ -465,6 +471,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a file (`flink run -py mmsenti/stream/job.py`): the repo on the path
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main())

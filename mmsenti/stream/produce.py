@@ -10,14 +10,14 @@ sending (epoch ms) and a ``user_id``. ``--disorder MS`` moves each ``ts`` back b
 ms at random (out-of-order events); ``--malformed-every N`` makes every N-th message malformed
 (cycling bad JSON, a missing field, an empty text) to exercise the dead-letter path.
 
-Pacing: messages leave in small bursts every few ms so the rate holds from 10/s to tens of
+Without ``--count``/``--seconds`` it runs until Ctrl-C. Pacing: messages leave in small bursts every few ms so the rate holds from 10/s to tens of
 thousands/s; the summary (JSON on stdout) says the rate reached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -87,14 +87,12 @@ def produce(settings: KafkaSettings, topic: str, texts: list[str], rate: float, 
             seconds: float | None = None, products: int = 50, partitions: int = 1, disorder_ms: int = 0,
             malformed_every: int = 0, seed: int = 0, transactional: bool = False,
             on_sent: Callable[[int, Comment | None], None] | None = None) -> ProduceStats:
-    """Send ``count`` messages (or for ``seconds``) at ``rate``/s; returns what was sent.
+    """Send ``count`` messages (or for ``seconds``; neither: until Ctrl-C) at ``rate``/s; returns what was sent.
 
     ``transactional``: one transaction per burst (``read_committed`` readers then see whole bursts).
     """
     if rate <= 0:
         raise MmsentiError("--rate must be positive (messages per second)")
-    if count is None and seconds is None:
-        raise MmsentiError("give --count N or --seconds S")
     ck = kafka_client()
     ensure_topics(settings, [topic], partitions=partitions)
     conf = {"linger.ms": 5, "acks": "all", "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000}
@@ -113,7 +111,7 @@ def produce(settings: KafkaSettings, topic: str, texts: list[str], rate: float, 
     burst_s = 0.005 if rate >= 200 else 1.0 / rate
     t0 = time.perf_counter()
     try:
-        while True:
+        while True:  # Ctrl-C ends an endless run; what was sent is flushed and counted
             elapsed = time.perf_counter() - t0
             if seconds is not None and elapsed >= seconds:
                 break
@@ -146,6 +144,10 @@ def produce(settings: KafkaSettings, topic: str, texts: list[str], rate: float, 
                     producer.commit_transaction()
                 producer.poll(0)
             time.sleep(max(0.0, min(burst_s, t0 + (stats.sent / rate) - time.perf_counter())))
+    except KeyboardInterrupt:
+        if transactional:  # the interrupted burst was sent and counted: commit it (no-op error when none is open)
+            with contextlib.suppress(ck.KafkaException):
+                producer.commit_transaction()
     finally:
         remaining = producer.flush(30)
         stats.seconds = time.perf_counter() - t0
@@ -156,5 +158,3 @@ def produce(settings: KafkaSettings, topic: str, texts: list[str], rate: float, 
     return stats
 
 
-def main_summary(stats: ProduceStats) -> str:
-    return json.dumps(stats.to_dict())
