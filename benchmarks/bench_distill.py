@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmsenti.data.batch import SentimentCollator  # noqa: E402
-from mmsenti.distill.module import load_teacher  # noqa: E402
+from mmsenti.distill.teacher import load_teacher  # noqa: E402
 from mmsenti.models import SentimentModel, SentimentModelConfig  # noqa: E402
 from mmsenti.pretrained import load_pretrained  # noqa: E402
 

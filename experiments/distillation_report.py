@@ -461,7 +461,7 @@ def crossmodal_section() -> list[str]:
            "outputs, which carry the audio/vision part of the label just as the label does;",
            "- **marginal KD** (`distill.marginalize=[audio,vision]`): the same terms on the teacher's outputs with audio and vision "
            "averaged out — each sample's text with the audio/vision of 8 other training samples "
-           "(`mmsenti.distill.module.marginal_teacher_outputs`), the teacher's partial dependence on text;",
+           "(`mmsenti.distill.outputs.marginal_teacher_outputs`), the teacher's partial dependence on text;",
            "- **corrected labels** (`distill.corrected_labels=true`): the hard loss's target is `label − (joint − marginal teacher "
            "score)`, the label without the part the teacher credits to audio/vision: the same expectation given the text "
            "(where modalities are independent) with less noise.", "",

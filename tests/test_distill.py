@@ -19,7 +19,8 @@ from mmsenti.data.batch import SentimentCollator
 from mmsenti.distill import losses as L
 from mmsenti.distill.cache import load_or_compute, samples_fingerprint, soft_target_key
 from mmsenti.io import file_digest
-from mmsenti.distill.module import DistillSentimentLitModule, init_student_from_teacher, load_teacher
+from mmsenti.distill.module import DistillSentimentLitModule
+from mmsenti.distill.teacher import init_student_from_teacher, load_teacher
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.encoders import TextEncoder
 from mmsenti.pretrained import load_pretrained
@@ -174,7 +175,7 @@ class AdditiveTeacher(torch.nn.Module):
 def test_marginal_teacher_outputs_average_the_other_modalities_out():
     import numpy as np
 
-    from mmsenti.distill.module import marginal_teacher_outputs, teacher_outputs
+    from mmsenti.distill.outputs import marginal_teacher_outputs, teacher_outputs
 
     texts = ["a great film", "dull", "fine by me", "too long", "loved every minute", "meh"]
     samples = [{"id": f"s{i}", "text": t, "label": 0.0, "vision": None,

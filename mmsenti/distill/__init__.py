@@ -5,6 +5,9 @@ maps) train a smaller or text-only student.
 * :mod:`~mmsenti.distill.cache` — teacher soft targets computed once per dataset and cached on disk;
 * student text backbones live with the other models (:mod:`mmsenti.models.students`: a BiLSTM over
   the teacher's word embeddings); the shallower layer-initialised transformer is ``model.net.text_encoder.keep_layers``;
+* :mod:`~mmsenti.distill.teacher` — the frozen teacher loaded from a checkpoint, and ``student_init=teacher``;
+* :mod:`~mmsenti.distill.recording` — per-layer token states and attention maps recorded with hooks;
+* :mod:`~mmsenti.distill.outputs` — the teacher's outputs on the training set, joint or with modalities averaged out;
 * :mod:`~mmsenti.distill.module` — the LightningModule (``DistillSentimentLitModule``): the
   ordinary :class:`~mmsenti.training.lit_module.SentimentLitModule` (whose task, regression |
   classification, is ``model.net.task``) plus an optional frozen teacher's loss terms; for a fused teacher and a

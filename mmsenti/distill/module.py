@@ -13,14 +13,19 @@ base module's hooks (:meth:`~SentimentLitModule.extra_losses`, ``hard_targets``,
   the teacher online (it needs the student's tokenizer).
 
 Cross-modal distillation (a fused teacher, a text-only student): ``distill.marginalize=[audio, vision]``
-averages those modalities out of the teacher's soft targets (:func:`marginal_teacher_outputs`: the
-teacher's prediction from the text alone), and ``distill.corrected_labels`` trains the hard loss on
+averages those modalities out of the teacher's soft targets
+(:func:`~mmsenti.distill.outputs.marginal_teacher_outputs`: the teacher's prediction from the text
+alone), and ``distill.corrected_labels`` trains the hard loss on
 ``label - (joint - marginal teacher score)``, the label without the part the teacher credits to
 audio/vision. Plain KD on the joint outputs hands the student that audio/vision part as a target it
 cannot predict from text; ``experiments/distillation.md`` measures both.
 
 With ``distill.teacher_ckpt=null`` the module trains the student on the hard labels only: the
 no-teacher baseline of the same experiment (same student, data and seeds).
+
+Beside this module, knowing nothing of Lightning: :mod:`~mmsenti.distill.teacher` (loading the teacher,
+``student_init=teacher``), :mod:`~mmsenti.distill.recording` (layer states / attention maps through
+hooks), :mod:`~mmsenti.distill.outputs` (the teacher's joint and marginal outputs on the training set).
 
 The teacher is deliberately *not* a registered submodule: it is never in the optimiser, never in
 the student's checkpoint, never moved by Lightning, and it runs under ``torch.no_grad()``.
@@ -29,23 +34,22 @@ the student's checkpoint, never moved by Lightning, and it runs under ``torch.no
 from __future__ import annotations
 
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from mmsenti.data.batch import SentimentBatch, SentimentCollator
 from mmsenti.distill import losses as L_
 from mmsenti.distill.cache import SoftTargets, load_or_compute, samples_fingerprint, soft_target_key
-from mmsenti.io import file_digest
+from mmsenti.distill.outputs import marginal_teacher_outputs, teacher_outputs
+from mmsenti.distill.recording import LayerRecorder, use_eager_attention
+from mmsenti.distill.teacher import init_student_from_teacher, load_teacher
 from mmsenti.errors import MmsentiError
-from mmsenti.models import SentimentModel, SentimentModelConfig
-from mmsenti.models.encoders import _encoder_layers
+from mmsenti.io import file_digest
+from mmsenti.models import SentimentModelConfig
 from mmsenti.pretrained import load_pretrained
 from mmsenti.training.lit_module import SentimentLitModule
 
@@ -103,110 +107,6 @@ class DistillConfig:
         return self.hidden_weight > 0 or self.attention_weight > 0
 
 
-# ---------------------------------------------------------------------------- teacher
-def load_teacher(ckpt_path: str | Path) -> tuple[SentimentModel, dict[str, Any]]:
-    """The teacher of any mmsenti Lightning checkpoint (the one loader), frozen, in eval mode."""
-    from mmsenti.models.checkpoint import load_sentiment_checkpoint
-
-    if not Path(ckpt_path).is_file():
-        raise MmsentiError(f"distill.teacher_ckpt={ckpt_path}: no such file (train a teacher first, e.g. experiment=sst2_teacher)")
-    loaded = load_sentiment_checkpoint(ckpt_path, what="distill.teacher_ckpt")
-    net = loaded.model
-    for p in net.parameters():
-        p.requires_grad_(False)
-    hparams = {**loaded.extras["hparams"], **loaded.model_config.to_dict()}
-    return net, hparams
-
-
-def init_student_from_teacher(student: SentimentModel, teacher: SentimentModel, keep_layers: list[int] | None) -> list[str]:
-    """DistilBERT-style initialisation: copy the teacher's weights into the student where they fit.
-
-    Student transformer layer ``i`` takes teacher layer ``keep_layers[i]`` (every layer ``i`` when
-    ``keep_layers`` is None); embeddings and every other text-encoder tensor of the same name and
-    shape are copied; the input embedding table is copied into any student with a table of the
-    same shape (the BiLSTM student). The head is copied only when both models pool the same way.
-    Returns the names of the copied student tensors.
-    """
-    s_state, t_state = student.state_dict(), teacher.state_dict()
-    layer_re = re.compile(r"^(text_encoder\.backbone\.(?:encoder\.layer|transformer\.layer|layers)\.)(\d+)(\..+)$")
-    heads = [n for n in s_state if n.startswith(("head.", "head_7."))]
-    same_head = (teacher.config.fusion.get("name") == student.config.fusion.get("name")
-                 and list(teacher.config.modalities) == list(student.config.modalities)
-                 and all(n in t_state and t_state[n].shape == s_state[n].shape for n in heads))
-    updated, copied = dict(s_state), []
-    for name, tensor in s_state.items():
-        if not (name.startswith("text_encoder.") or (same_head and name in heads)):
-            continue
-        source = name
-        match = layer_re.match(name)
-        if match and keep_layers is not None:
-            source = f"{match[1]}{int(keep_layers[int(match[2])])}{match[3]}"
-        if source in t_state and t_state[source].shape == tensor.shape:
-            updated[name] = t_state[source].clone()
-            copied.append(name)
-    s_emb, t_emb = student.text_encoder.backbone.get_input_embeddings(), teacher.text_encoder.backbone.get_input_embeddings()
-    s_emb_name = next(n for n, p in student.named_parameters() if p is s_emb.weight)
-    if s_emb_name not in copied and s_emb.weight.shape == t_emb.weight.shape:
-        updated[s_emb_name] = t_emb.weight.detach().clone()
-        copied.append(s_emb_name)
-    if not copied:
-        raise MmsentiError("distill.student_init=teacher: no student tensor matches the teacher's (different architectures); "
-                           "use student_init=pretrained")
-    student.load_state_dict(updated)
-    return copied
-
-
-# ---------------------------------------------------------------------------- recording token states
-def _self_attention(layer: nn.Module) -> nn.Module:
-    for module in layer.modules():
-        if type(module).__name__.endswith("SelfAttention"):
-            return module
-    raise MmsentiError(f"{type(layer).__name__} has no *SelfAttention module: attention-map distillation is not supported for it")
-
-
-class LayerRecorder:
-    """Records each transformer layer's output states and attention maps with forward hooks.
-
-    Hooks leave the model's own forward untouched, so the student is trained through exactly the
-    code that serves it. Attention maps need eager attention (set by the caller).
-    """
-
-    def __init__(self, backbone: nn.Module, hidden: bool, attention: bool):
-        try:
-            self.layers = list(_encoder_layers(backbone))
-        except MmsentiError:
-            raise MmsentiError(f"hidden-state/attention distillation needs a transformer student, not {type(backbone).__name__}") from None
-        self.want_hidden, self.want_attention = hidden, attention
-        self.hidden: list[torch.Tensor] = []
-        self.attention: list[torch.Tensor] = []
-
-    @contextmanager
-    def record(self) -> Iterator["LayerRecorder"]:
-        self.hidden, self.attention, handles = [], [], []
-        try:
-            for layer in self.layers:
-                if self.want_hidden:
-                    handles.append(layer.register_forward_hook(
-                        lambda m, args, out: self.hidden.append(out[0] if isinstance(out, tuple) else out)))
-                if self.want_attention:
-                    attn = _self_attention(layer)
-                    # MPNet returns its attention probabilities only when asked
-                    handles.append(attn.register_forward_pre_hook(
-                        lambda m, args, kwargs: (args, {**kwargs, "output_attentions": True}), with_kwargs=True))
-                    handles.append(attn.register_forward_hook(lambda m, args, out: self.attention.append(out[1])))
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
-        if self.want_attention and any(a is None for a in self.attention):
-            raise MmsentiError("attention maps were not returned; the encoder must use eager attention")
-
-
-def _use_eager_attention(backbone: nn.Module) -> None:
-    if hasattr(backbone, "set_attn_implementation"):
-        backbone.set_attn_implementation("eager")
-
-
 # ---------------------------------------------------------------------------- the module
 class DistillSentimentLitModule(SentimentLitModule):
     """:class:`SentimentLitModule` + an optional frozen teacher's loss terms (see the module docstring)."""
@@ -239,8 +139,8 @@ class DistillSentimentLitModule(SentimentLitModule):
                 raise MmsentiError("hidden-state/attention distillation compares token by token: the teacher "
                                    f"({teacher_tokenizer}) and the student ({student_tokenizer}) must share a tokenizer")
             if cfg.attention_weight > 0:
-                _use_eager_attention(self.net.text_encoder.backbone)
-                _use_eager_attention(teacher.text_encoder.backbone)
+                use_eager_attention(self.net.text_encoder.backbone)
+                use_eager_attention(teacher.text_encoder.backbone)
             self.student_recorder = LayerRecorder(self.net.text_encoder.backbone, cfg.hidden_weight > 0, cfg.attention_weight > 0)
             self.teacher_recorder = LayerRecorder(teacher.text_encoder.backbone, cfg.hidden_weight > 0, cfg.attention_weight > 0)
             n_s, n_t = len(self.student_recorder.layers), len(self.teacher_recorder.layers)
@@ -357,57 +257,3 @@ class DistillSentimentLitModule(SentimentLitModule):
                 terms["loss_attention"] = (cfg.attention_weight, L_.attention_loss(
                     student.attention, [teacher.attention[i] for i in self.layer_map], batch.attention_mask))
         return terms
-
-
-@torch.no_grad()
-def teacher_outputs(teacher: SentimentModel, samples: list[dict], collator: SentimentCollator, batch_size: int,
-                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run the teacher over samples (longest-first batches, to waste little on padding), in sample order."""
-    was_training = teacher.training
-    teacher.eval()
-    order = sorted(range(len(samples)), key=lambda i: -len(samples[i].get("text") or ""))
-    scores = torch.empty(len(samples))
-    logits: torch.Tensor | None = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = collator([samples[i] for i in rows]).to(device)
-        out = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask, audio=batch.audio,
-                      audio_mask=batch.audio_mask, vision=batch.vision, vision_mask=batch.vision_mask)
-        index = torch.tensor(rows)
-        scores[index] = out.score.float().cpu()
-        if out.logits_7 is not None:
-            if logits is None:
-                logits = torch.empty(len(samples), out.logits_7.shape[-1])
-            logits[index] = out.logits_7.float().cpu()
-    teacher.train(was_training)
-    return scores, logits
-
-
-def marginal_teacher_outputs(teacher: SentimentModel, samples: list[dict], collator: SentimentCollator, batch_size: int,
-                             device: torch.device | str, modalities: list[str], draws: int, temperature: float,
-                             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The teacher's outputs with ``modalities`` averaged out: what it predicts from the rest alone.
-
-    For each sample *i* the teacher sees *i*'s text (and any modality not listed) with the listed
-    modalities of another training sample, drawn ``draws`` times (a seeded permutation per draw);
-    scores are averaged, the 7-class head's distributions at ``temperature`` are averaged and
-    returned as logits whose ``softmax(. / temperature)`` is that mean. This is the teacher's
-    partial dependence on the student's inputs, ``E_{a,v}[f(t, a, v)]``: for a student that sees
-    text only it keeps what the fused teacher learnt about text and drops the part of the label
-    that audio and video explain, which the student cannot predict and would only fit as noise.
-    (Where modalities are correlated, the hard-label loss still carries ``E[y | t]``.)
-    """
-    rng = np.random.default_rng(seed)
-    score_sum = torch.zeros(len(samples))
-    prob_sum: torch.Tensor | None = None
-    for draw in range(draws):
-        donors = rng.permutation(len(samples))
-        mixed = [{**s, **{m: samples[int(j)].get(m) for m in modalities}} for s, j in zip(samples, donors)]
-        score, logits_7 = teacher_outputs(teacher, mixed, collator, batch_size, device)
-        score_sum += score
-        if logits_7 is not None:
-            probs = torch.softmax(logits_7 / temperature, dim=-1)
-            prob_sum = probs if prob_sum is None else prob_sum + probs
-        log.info("teacher soft targets: %s averaged out, draw %d/%d", "+".join(modalities), draw + 1, draws)
-    logits = None if prob_sum is None else temperature * torch.log((prob_sum / draws).clamp_min(1e-12))
-    return score_sum / draws, logits
