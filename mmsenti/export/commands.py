@@ -20,6 +20,7 @@ from typing import Any
 
 from mmsenti.errors import MmsentiError
 from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
+from mmsenti.runtime.manifest import QUANTIZATIONS
 from mmsenti.export.triton import DEVICES, TRITON_FORMAT
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--precision", default="fp32", choices=PRECISIONS)
     ex.add_argument("--out", help="output folder (default export/<run>_<variant>_<precision>; "
                                   "--format triton: the model repository, default export/triton)")
-    ex.add_argument("--quantization", default="dynamic", choices=("dynamic", "static"),
+    ex.add_argument("--quantization", default="dynamic", choices=QUANTIZATIONS,
                     help="INT8 on ONNX Runtime: dynamic (no calibration) or static Q/DQ (calibrated on training batches)")
     ex.add_argument("--calibration", default="entropy", choices=("minmax", "entropy", "percentile"))
     ex.add_argument("--calibration-batches", type=int, default=8)

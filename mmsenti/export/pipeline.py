@@ -94,7 +94,8 @@ def _datamodule_facts(datamodule) -> dict[str, Any]:
         return {}
     hp = datamodule.hparams
     return {"source": hp.get("source"), "location": str(getattr(datamodule, "location", "")), "mode": hp.get("mode"),
-            "max_text_len": hp.get("max_text_len"), "max_frames": hp.get("max_frames")}
+            "max_text_len": hp.get("max_text_len"), "max_frames": hp.get("max_frames"),
+            "collapse": hp.get("collapse"), "text_normalization": hp.get("text_normalization")}
 
 
 def export_model(model, out_dir: str | Path, options: ExportOptions | None = None, datamodule=None,
