@@ -26,7 +26,8 @@ Scenarios:
 * ``swap`` — ``--swap-rate`` (default: the highest bounded rate, at most 500/s) with the job
   watching a model repository: version 1 at the start, version 2 renamed into place at 40% of the
   run. Reported: the windows per model version over time, the first window scored by version 2
-  (seconds after the drop), events lost (produced valid events minus the events counted by the
+  (its start minus the drop time: event time, so negative when the job lags and scores events older
+  than the drop with the new version), events lost (produced valid events minus the events counted by the
   windows + late events, after a closing event ends every window), and latency before/after.
 
 ``--out DIR`` (default ``experiments/streaming``; ``--quick`` defaults to a temp folder) gets
@@ -387,7 +388,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def render_readme(out: Path, summary: dict[str, Any], command: str) -> None:
+def render_readme(out: Path, summary: dict[str, Any], command: str, env: dict[str, Any]) -> None:
     readme = out / "README.md"
     if not readme.is_file():
         return
@@ -395,7 +396,11 @@ def render_readme(out: Path, summary: dict[str, Any], command: str) -> None:
     start, end = "<!-- results -->", "<!-- /results -->"
     if start not in text or end not in text:
         return
-    block = [start, "", f"Command: `{command}`", "", "```json", json.dumps(summary, indent=1), "```", "", end]
+    load = ", ".join(f"{x:.1f}" for x in env.get("load_average_at_start", ()))
+    block = [start, "", f"Command: `{command}`", "",
+             f"Machine: {env.get('cpus')} CPUs, load average at the start {load} (1/5/15 min); apache-flink "
+             f"{env.get('apache-flink')}, onnxruntime {env.get('onnxruntime')}, noida-db {env.get('noida-db')}.", "",
+             "```json", json.dumps(summary, indent=1), "```", "", end]
     head, rest = text.split(start, 1)
     readme.write_text(head + "\n".join(block) + rest.split(end, 1)[1])
 
@@ -488,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "bench.json").write_text(json.dumps(results, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot(results, out / "streaming.png")
-    render_readme(out, summary, results["command"])
+    render_readme(out, summary, results["command"], results["environment"])
     print(json.dumps(summary, indent=1))
     log(f"wrote {out / 'bench.json'}, {out / 'summary.json'}, {out / 'streaming.png'}")
     return 0
