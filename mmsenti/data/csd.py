@@ -18,7 +18,7 @@ A file without the ``metadata`` group (hand-made or trimmed files) is read all t
 warning per file. Metadata values are JSON in official files (``"CMU-MOSI"`` with quotes, ``1.0``,
 ``null``). The SDK's own writer stores ``str(value)`` instead, so :func:`read_csd` decodes JSON
 where it parses and keeps the raw text otherwise. :func:`write_csd` writes JSON, fills the
-metadata keys the SDK asks for, and writes atomically (temporary file + ``os.replace``) so an interrupted run never
+metadata keys the SDK asks for, and writes atomically (:func:`mmsenti.io.replace_with`) so an interrupted run never
 leaves a truncated file behind. :class:`CSDReader` reads one video entry at a time, for frame
 files too large to hold whole (COVAREP). Files we write load in ``mmsdk.mmdatasdk.computational_sequence``
 and files the SDK writes load here (both directions are tested).
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +37,7 @@ import h5py
 import numpy as np
 
 from mmsenti.errors import MmsentiError
+from mmsenti.io import replace_with
 
 __all__ = [
     "CSDError",
@@ -294,10 +294,7 @@ def write_csd(seq: ComputationalSequence, path: str | os.PathLike, compression: 
     metadata.update(seq.metadata)
     metadata["root name"] = seq.name
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as handle:
             root = handle.create_group(seq.name)
             data_group = root.create_group("data")
@@ -312,10 +309,8 @@ def write_csd(seq: ComputationalSequence, path: str | os.PathLike, compression: 
             for key, value in metadata.items():
                 ds = meta_group.create_dataset(key, (1,), dtype=h5py.string_dtype(), track_times=False)
                 ds[0] = json.dumps(value, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_with(path, write)
     return path
 
 

@@ -43,7 +43,6 @@ subsampled to 50 per segment, zero padded), for the MMSA-pickle data path.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from mmsenti.io import atomic_writer
 
 from .csd import ComputationalSequence, encode_words, write_csd
 from .folds import FOLDS_FILENAME, SPLITS, FoldError, sdk_standard_folds
@@ -377,12 +378,6 @@ def write_synthetic_mmsa(out_dir: str | Path, scale: Literal["mosi", "small"] = 
             part[f"{m}_lengths"] = lengths
         payload[split] = part
     path = out / MMSA_PICKLE_NAME
-    fd, tmp_file = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(payload, fh, protocol=4)
-        os.replace(tmp_file, path)
-    except BaseException:
-        Path(tmp_file).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, "wb") as fh:
+        pickle.dump(payload, fh, protocol=4)
     return path

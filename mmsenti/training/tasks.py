@@ -7,7 +7,6 @@ checkpoints, CSV and TensorBoard logs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -23,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmsenti.errors import MmsentiError
+from mmsenti.io import write_json_atomic
 from mmsenti.training.schema import check_config
 from mmsenti.metrics import format_metrics_table
 
@@ -111,12 +111,6 @@ def split_metrics(results: list[dict[str, float]], prefix: str) -> dict[str, flo
         merged.update(r)
     return {k.split("/", 1)[1]: float(v) for k, v in merged.items()
             if k.startswith(prefix + "/") and not k.endswith("_prog")}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def run_safely(task: Callable[..., Any], cfg: DictConfig, *args: Any) -> Any:
