@@ -79,7 +79,7 @@ def main() -> int:
 
     import torch
 
-    from mmsenti.media.extract import Extractors
+    from mmsenti.media.clip import Extractors
     from mmsenti.media.io import probe
 
     info = probe(args.clip)

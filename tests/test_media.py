@@ -109,7 +109,7 @@ def noface_video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def extractors():
-    from mmsenti.media.extract import Extractors
+    from mmsenti.media.clip import Extractors
 
     return Extractors.build()
 
@@ -236,7 +236,7 @@ def test_face_found_on_generated_face_video(face_video, extractors):
 
 
 def test_no_face_masks_vision_and_reports_it(noface_video, extractors):
-    from mmsenti.media.extract import extract_clip
+    from mmsenti.media.clip import extract_clip
 
     result = extract_clip(noface_video, "nothing to see", extractors)
     assert result.audio is None and any("no audio track" in w for w in result.warnings)
@@ -246,7 +246,7 @@ def test_no_face_masks_vision_and_reports_it(noface_video, extractors):
 
 
 def test_truncated_file_keeps_the_decoded_part_with_a_warning(tmp_path, face_frames, extractors):
-    from mmsenti.media.extract import extract_clip
+    from mmsenti.media.clip import extract_clip
 
     full = write_video(tmp_path / "full.mkv", face_frames * 3, fps=15, audio=vowel(3.0))
     cut = tmp_path / "cut.mkv"
@@ -326,7 +326,8 @@ def extracted(tmp_path_factory, face_video):
 def test_extract_dataset_writes_csd_the_loader_reads(extracted):
     from mmsenti.data.csd import read_csd
     from mmsenti.data.mosi import load_mosi_csd
-    from mmsenti.media.extract import extract_dataset, read_extraction_specs
+    from mmsenti.media.csd_writer import read_extraction_specs
+    from mmsenti.media.extract import extract_dataset
 
     ds, out, manifest = extracted
     rep = manifest["report"]

@@ -1,4 +1,4 @@
-"""Raw media -> CMU-SDK computational sequences: ``mmsenti extract DATASET_DIR --out DIR``.
+"""Raw media -> CMU-SDK computational sequences: ``mmsenti extract DATASET_DIR --out DIR`` (the dataset runner).
 
 Input (the MMSA-FET layout)::
 
@@ -27,166 +27,34 @@ A clip that cannot be used (missing/corrupt media, no audio *and* no video...) i
 listed in ``extraction.json`` and the summary, never aborts the batch; it gets no label entry, so
 the data layer never sees it. A clip with one unusable modality (no audio track, silent audio, no
 face, empty transcript) keeps the others and that modality is simply absent for it (a warning).
+
+This module runs the clips (worker processes, the per-clip cache); one clip's extraction is
+:mod:`mmsenti.media.clip`, the CSD files and folds are written by :mod:`mmsenti.media.csd_writer`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmsenti.data.csd import ComputationalSequence, CSDReader, encode_words, write_csd
 from mmsenti.data.mmsa import LABEL_CSV_COLUMNS, read_label_csv
-from mmsenti.data.mosi import DEFAULT_FILES
 from mmsenti.errors import MmsentiError
-from mmsenti.io import save_npz_atomic
+from mmsenti.io import json_digest, save_npz_atomic, write_json_atomic
 
-from .features import FrameFeatures
-from .io import MEDIA_EXTENSIONS, MediaError, probe, read_audio
-from .text import Transcript, align_transcript, read_word_timestamps
+from .clip import DEFAULT_MAX_SECONDS, ClipResult, Extractors, extract_clip
+from .csd_writer import MANIFEST, write_outputs
+from .io import MEDIA_EXTENSIONS, MediaError
+from .text import read_word_timestamps
 
-__all__ = [
-    "ClipResult",
-    "Extractors",
-    "extract_clip",
-    "extract_dataset",
-    "read_extraction_specs",
-]
-
-FILES = {key: names[0] for key, names in DEFAULT_FILES.items()}
-ROOT_NAMES = {"words": "mmsenti_words", "audio": "mmsenti_audio", "vision": "mmsenti_vision", "labels": "Opinion Segment Labels"}
-MANIFEST = "extraction.json"
-DEFAULT_MAX_SECONDS = 300.0
-SPLITS = ("train", "valid", "test")
-
-
-# ---------------------------------------------------------------------------------------- one clip
-
-
-@dataclass
-class Extractors:
-    """The audio and face extractors (built once per process)."""
-
-    audio: Any
-    face: Any | None
-    max_seconds: float = DEFAULT_MAX_SECONDS
-
-    @classmethod
-    def build(cls, audio: str | dict = "librosa_prosody", face: str | dict | None = "face_expression",
-              max_seconds: float = DEFAULT_MAX_SECONDS, warm_up: bool = True) -> "Extractors":
-        from .audio import build_audio_extractor
-        from .face import build_face_extractor
-
-        built = cls(build_audio_extractor(audio), build_face_extractor(face) if face is not None else None, max_seconds)
-        if warm_up:
-            built.warm_up()
-        return built
-
-    def warm_up(self) -> None:
-        """Pay the one-off per-process costs now (librosa's lazy imports and cached numba kernels, ~2 s),
-        so that timings of the first clip measure extraction, not start-up."""
-        from .io import SAMPLE_RATE, Audio
-
-        noise = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE // 4).astype(np.float32)
-        self.audio(Audio(noise, SAMPLE_RATE, SAMPLE_RATE, 1))
-
-    def specs(self) -> dict[str, Any]:
-        return {"audio": self.audio.spec(), "vision": self.face.spec() if self.face is not None else None,
-                "max_seconds": self.max_seconds}
-
-
-@dataclass
-class ClipResult:
-    """Everything extracted from one clip (a modality is ``None`` when the file lacks it)."""
-
-    audio: FrameFeatures | None
-    vision: FrameFeatures | None
-    transcript: Transcript
-    duration: float
-    warnings: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"duration": round(self.duration, 3), "words": len(self.transcript.words),
-                               "word_timing": self.transcript.source}
-        for m in ("audio", "vision"):
-            f = getattr(self, m)
-            out[m] = None if f is None else {"frames": len(f), "valid_frames": int(f.mask.sum()), "dim": f.dim,
-                                             "rate": round(float(f.rate), 3),
-                                             **{k: v for k, v in f.stats.items() if isinstance(v, (int, float, bool, type(None)))}}
-        out["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
-        out["warnings"] = list(self.warnings)
-        return out
-
-
-def extract_clip(path: str | os.PathLike, text: str | None, extractors: Extractors,
-                 timestamps: tuple[list[str], np.ndarray] | None = None) -> ClipResult:
-    """Extract audio, vision and word timings from one media file.
-
-    Raises :class:`~mmsenti.media.io.MediaError` when the file is unreadable or holds neither a
-    usable audio nor a video stream; a missing or unusable single modality becomes ``None`` (or
-    all-masked features) with a warning.
-    """
-    path = Path(path)
-    started = time.perf_counter()
-    info = probe(path)
-    timings: dict[str, float] = {"probe": time.perf_counter() - started}
-    warnings: list[str] = []
-    audio_feats = vision_feats = None
-    if info.has_audio:
-        t = time.perf_counter()
-        try:
-            audio = read_audio(path, max_seconds=extractors.max_seconds)
-            timings["audio_decode"] = time.perf_counter() - t
-            t = time.perf_counter()
-            audio_feats = extractors.audio(audio)
-            timings["audio_features"] = time.perf_counter() - t
-            warnings += audio_feats.warnings
-        except MediaError as err:
-            if not info.has_video:
-                raise
-            warnings.append(f"audio unusable ({err.problem}): audio masked")
-    else:
-        warnings.append("no audio track: audio masked")
-    if info.has_video and extractors.face is not None:
-        t = time.perf_counter()
-        try:
-            vision_feats = extractors.face.from_path(path, max_seconds=extractors.max_seconds)
-            warnings += vision_feats.warnings
-        except MediaError as err:
-            if audio_feats is None:
-                raise
-            warnings.append(f"video unusable ({err.problem}): vision masked")
-        timings["vision"] = time.perf_counter() - t
-    elif not info.has_video:
-        warnings.append("no video stream: vision masked")
-    if audio_feats is None and vision_feats is None:
-        raise MediaError(path, "neither a usable audio track nor a video stream")
-    ends = [f.intervals[-1, 1] for f in (audio_feats, vision_feats) if f is not None and len(f)]
-    duration = float(max(ends)) if ends else float(info.duration or 0.0)
-    if info.duration and extractors.max_seconds and info.duration > extractors.max_seconds:
-        warnings.append(f"clip is {info.duration:.1f} s long: only the first {extractors.max_seconds:g} s were used")
-    elif info.duration and duration < info.duration - 0.5:
-        warnings.append(f"decoded {duration:.2f} s of the {info.duration:.2f} s the container declares: file truncated?")
-    transcript = align_transcript(text, duration, audio_feats, timestamps)
-    warnings += transcript.warnings
-    timings["total"] = time.perf_counter() - started
-    return ClipResult(audio_feats, vision_feats, transcript, duration, _dedupe(warnings), timings)
-
-
-def _dedupe(items: list[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-# ---------------------------------------------------------------------------------------- dataset
+__all__ = ["extract_dataset", "read_label_rows"]
 
 
 @dataclass
@@ -228,7 +96,7 @@ def _fingerprint(media: Path | None, text: str, timestamps: Path | None, specs: 
         if p is not None:
             st = p.stat()
             parts[name] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(parts, algorithm="sha1")
 
 
 _WORKER: Extractors | None = None
@@ -322,7 +190,7 @@ def extract_dataset(
         stamps = media.with_name(f"{row['clip_id']}.words.json") if media is not None else None
         stamps = stamps if stamps is not None and stamps.is_file() else None
         fp = _fingerprint(media, row["text"], stamps, specs)
-        cache = cache_dir / f"{hashlib.sha1(row['key'].encode()).hexdigest()[:20]}.npz"
+        cache = cache_dir / f"{json_digest(row['key'], length=20, algorithm='sha1')}.npz"
         tasks.append(ClipTask(row["key"], str(media) if media else None, row["text"], str(stamps) if stamps else None, str(cache), fp))
 
     cached: dict[str, dict] = {}
@@ -374,7 +242,7 @@ def extract_dataset(
         sample = "; ".join(f"{f['id']}: {f['error']}" for f in failed[:3])
         raise MmsentiError(f"no clip could be extracted from {dataset_dir} ({len(failed)} failed; e.g. {sample})")
 
-    manifest = _write_outputs(out, rows, clips, specs, dataset_dir)
+    manifest = write_outputs(out, rows, clips, specs, dataset_dir)
     seconds = time.perf_counter() - started
     media_seconds = sum(c["meta"]["duration"] for k, c in clips.items() if k in results)
     compute = sum(results[k]["summary"]["timings"].get("total", 0.0) for k in clips if k in results)
@@ -387,7 +255,7 @@ def extract_dataset(
         "real_time_factor": round(compute / media_seconds, 3) if media_seconds else None,
     }
     manifest["clips"] = {k: c["meta"]["summary"] for k, c in clips.items()}
-    _write_json(out / MANIFEST, manifest)
+    write_json_atomic(out / MANIFEST, manifest, indent=1)
     return manifest
 
 
@@ -395,98 +263,3 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="extract", unit="clip", disable=not enabled or total == 0, dynamic_ncols=True)
-
-
-def _metadata(key: str, description: str, spec: dict | None, dataset: str, dims: list[str]) -> dict[str, Any]:
-    from mmsenti import __version__
-
-    meta = {
-        "root name": ROOT_NAMES[key],
-        "computational sequence description": description,
-        "computational sequence version": 1.0,
-        "alignment compatible": True,
-        "dataset name": dataset,
-        "dataset version": 1.0,
-        "creator": f"mmsenti extract ({__version__})",
-        "contact": "none",
-        "featureset bib citation": "see the extractor metadata",
-        "dataset bib citation": "see the dataset",
-        "dimension names": dims,
-        "extractor": spec,
-    }
-    return meta
-
-
-def _write_outputs(out: Path, rows: list[dict], clips: dict[str, dict], specs: dict, dataset_dir: Path) -> dict[str, Any]:
-    dataset = dataset_dir.resolve().name
-    data: dict[str, dict] = {"words": {}, "audio": {}, "vision": {}, "labels": {}}
-    folds: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for row in rows:
-        clip = clips.get(row["key"])
-        if clip is None:
-            continue
-        key = row["key"]
-        if len(clip["words"]):
-            data["words"][key] = (encode_words(clip["words"].tolist()), clip["word_intervals"])
-        for m in ("audio", "vision"):
-            if len(clip[m]):
-                data[m][key] = (clip[m], clip[f"{m}_intervals"])
-        duration = max(float(clip["meta"]["duration"]), 1e-2)
-        data["labels"][key] = (np.array([[row["label_value"]]], np.float32), np.array([[0.0, duration]]))
-        folds[row["mode"]].append(key)
-    audio_spec, vision_spec = specs["audio"], specs["vision"]
-    describe = {
-        "words": ("words of each clip; timings given or spread over the speech span (mmsenti.media.text)", None, ["word"]),
-        "audio": (f"audio features '{audio_spec['name']}' ({audio_spec['dim']}-d, {audio_spec['rate']} Hz)", audio_spec,
-                  audio_spec["dimension names"]),
-        "vision": (f"vision features '{vision_spec['name']}' ({vision_spec['dim']}-d)" if vision_spec else "no vision extractor",
-                   vision_spec, vision_spec["dimension names"] if vision_spec else []),
-        "labels": ("sentiment label per clip in [-3, 3] (label.csv)", None, ["sentiment score"]),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "folds.json", folds)
-    written = {}
-    for key in ("words", "audio", "vision", "labels"):  # labels last: their presence marks a complete set
-        path = out / FILES[key]
-        description, spec, dims = describe[key]
-        if not data[key] and key != "labels":
-            path.unlink(missing_ok=True)  # no stale file from an earlier run
-            written[key] = None
-            continue
-        seq = ComputationalSequence(ROOT_NAMES[key], data[key], _metadata(key, description, spec, dataset, dims))
-        write_csd(seq, path)
-        written[key] = {"file": path.name, "entries": len(data[key])}
-    return {
-        "format": "mmsenti extraction 1",
-        "dataset": str(dataset_dir),
-        "files": written,
-        "dims": {"audio": audio_spec["dim"], "vision": vision_spec["dim"] if vision_spec else 0},
-        "extractors": specs,
-        "folds": {s: len(v) for s, v in folds.items()},
-    }
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_extraction_specs(root: str | os.PathLike) -> dict[str, Any] | None:
-    """The extractor specs a feature folder was made with, from its CSD metadata (``None`` if not ours)."""
-    root = Path(root)
-    specs: dict[str, Any] = {}
-    for m in ("audio", "vision"):
-        path = root / FILES[m]
-        if path.is_file():
-            with CSDReader(path) as reader:
-                spec = reader.metadata.get("extractor")
-            if isinstance(spec, dict):
-                specs[m] = spec
-    manifest = root / MANIFEST
-    if manifest.is_file():
-        try:
-            specs.setdefault("max_seconds", json.loads(manifest.read_text())["extractors"].get("max_seconds"))
-        except (ValueError, KeyError):
-            pass
-    return specs or None

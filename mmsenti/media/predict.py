@@ -78,7 +78,7 @@ class _ClipFeatures:
     @property
     def extractors(self):
         if self._extractors is None:
-            from .extract import DEFAULT_MAX_SECONDS, Extractors
+            from .clip import DEFAULT_MAX_SECONDS, Extractors
 
             audio = self.specs.get("audio") or "librosa_prosody"
             face = (self.specs.get("vision") or "face_expression") if "vision" in self.modalities else None
@@ -95,7 +95,7 @@ class _ClipFeatures:
     def sample(self, clip: str | os.PathLike, text: str | None, words: str | os.PathLike | None) -> tuple[dict, dict]:
         from mmsenti.data.align import collapse_frames, subsample_frames
 
-        from .extract import extract_clip
+        from .clip import extract_clip
         from .text import read_word_timestamps
 
         stamps = read_word_timestamps(words) if words else None
@@ -132,7 +132,7 @@ class ClipPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike, features: str | os.PathLike | None = None,
              threads: int | None = None) -> "ClipPredictor":
-        from .extract import read_extraction_specs
+        from .csd_writer import read_extraction_specs
 
         path = Path(path)
         if path.is_dir():
