@@ -14,16 +14,9 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
-from mmsenti.models.encoders import _encoder_layers
+from mmsenti.models.adapters import adapter_for
 
 __all__ = ["LayerRecorder", "use_eager_attention"]
-
-
-def _self_attention(layer: nn.Module) -> nn.Module:
-    for module in layer.modules():
-        if type(module).__name__.endswith("SelfAttention"):
-            return module
-    raise MmsentiError(f"{type(layer).__name__} has no *SelfAttention module: attention-map distillation is not supported for it")
 
 
 class LayerRecorder:
@@ -34,10 +27,12 @@ class LayerRecorder:
     """
 
     def __init__(self, backbone: nn.Module, hidden: bool, attention: bool):
-        try:
-            self.layers = list(_encoder_layers(backbone))
-        except MmsentiError:
-            raise MmsentiError(f"hidden-state/attention distillation needs a transformer student, not {type(backbone).__name__}") from None
+        try:  # the architecture adapter names the layers and their self-attention (mmsenti.models.adapters)
+            self.adapter = adapter_for(backbone, "hidden-state/attention distillation")
+            self.layers = list(self.adapter.layers(backbone))
+        except MmsentiError as err:
+            raise MmsentiError(f"hidden-state/attention distillation needs a transformer student with an architecture "
+                               f"adapter, not {type(backbone).__name__} ({err})") from None
         self.want_hidden, self.want_attention = hidden, attention
         self.hidden: list[torch.Tensor] = []
         self.attention: list[torch.Tensor] = []
@@ -51,7 +46,7 @@ class LayerRecorder:
                     handles.append(layer.register_forward_hook(
                         lambda m, args, out: self.hidden.append(out[0] if isinstance(out, tuple) else out)))
                 if self.want_attention:
-                    attn = _self_attention(layer)
+                    attn = self.adapter.self_attention(layer)
                     # MPNet returns its attention probabilities only when asked
                     handles.append(attn.register_forward_pre_hook(
                         lambda m, args, kwargs: (args, {**kwargs, "output_attentions": True}), with_kwargs=True))
