@@ -234,9 +234,12 @@ def test_compare_counts_lost_double_counted_and_late_per_window():
     bad = compare([rec("a", 0, 5), rec("a", 0, 5), rec("a", 10, 6), rec("b", 0, 2)], batch,
                   late=[{"product_id": "b", "window_start": 0}])
     assert bad["duplicate_results"] == 1 and bad["double_counted_events"] == 2 and bad["lost_events"] == 0
-    assert bad["late_events"] == 1 and bad["mismatched_windows"] == 1  # b@0: 2 published + 1 late = the batch's 3
+    assert bad["late_events"] == 1 and bad["count_mismatched_windows"] == 1  # b@0: 2 published + 1 late = the batch's 3
+    assert not bad["counts_equal"] and bad["scores_equal"]
     lost = compare([rec("a", 0, 5)], batch)
     assert lost["lost_events"] == 7 and not lost["equal"]
+    drift = compare([rec("a", 0, 5, positives=1), rec("a", 10, 4), rec("b", 0, 3)], batch)
+    assert drift["counts_equal"] and not drift["scores_equal"] and drift["score_mismatched_windows"] == 1
 
 
 # ============================================================================ scoring with a real export
@@ -610,6 +613,7 @@ def test_fault_kill_mid_stream_then_restore_equals_the_batch(kafka, varied_expor
         rest.start()  # the stream flows on; kill once windows are out (a few checkpoints later)
         wait_for(lambda: len(windows_published(kafka, topics["out"])) >= 8, 120, "the first windows", first)
         assert rest.is_alive(), "the producer finished before the kill: not mid-stream"
+        published_before_kill = len(windows_published(kafka, topics["out"]))
     finally:
         first.kill()  # SIGKILL to the whole tree: no clean shutdown, no final checkpoint
     rest.join(timeout=60)
@@ -628,6 +632,7 @@ def test_fault_kill_mid_stream_then_restore_equals_the_batch(kafka, varied_expor
     log = second.tail(20_000)
     assert "restoring" in log, log  # it resumed from the killed run's checkpoint
     report = compare(read_json(kafka, topics["out"]), batch, read_json(kafka, topics["late"]), check_versions=True)
-    print("fault test:", json.dumps({k: v for k, v in report.items() if k != "mismatches"}))
+    print("fault test:", json.dumps({"published_before_kill": published_before_kill,
+                                     **{k: v for k, v in report.items() if k != "mismatches"}}))
     assert report["lost_events"] == 0 and report["double_counted_events"] == 0 and report["duplicate_results"] == 0, report
     assert report["equal"] and report["late_events"] == 0, report

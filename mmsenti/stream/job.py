@@ -451,8 +451,35 @@ def run(cfg: JobConfig) -> None:
     statements.add_insert("alerts_sink", t_env.from_data_stream(alerts))
     statements.attach_as_datastream()
     t0 = time.time()
-    env.execute(cfg.name)
+    if cfg.target == "cluster":
+        env.execute(cfg.name)  # `flink run` owns the job from here (flink cancel / flink stop)
+    else:
+        _run_until_done_or_stopped(env.execute_async(cfg.name))
     print(f"[mmsenti stream] job {cfg.name} finished after {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _run_until_done_or_stopped(client) -> None:
+    """Wait for a local job; Ctrl-C or SIGTERM cancel it (its checkpoints are kept: the next run resumes).
+
+    A blocking ``execute()`` would sit inside a py4j call that Ctrl-C cannot interrupt.
+    """
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    result = client.get_job_execution_result()
+    try:
+        while not result.done():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("[mmsenti stream] stopping: cancelling the job (its last checkpoint is kept)", file=sys.stderr, flush=True)
+        client.cancel().result()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result.result()  # raises the job's failure
 
 
 def main(argv: list[str] | None = None) -> int:
