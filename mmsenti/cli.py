@@ -27,19 +27,27 @@ COMMAND_MODULES = ("mmsenti.data.commands", "mmsenti.export.commands", "mmsenti.
 
 
 def _info(args: argparse.Namespace) -> int:
+    """Versions, and every kind of the one registry with its names (``--json``: with descriptions)."""
+    import importlib.metadata as md
+    import json
     import platform
 
-    import lightning
-    import torch
-    import transformers
-
     from mmsenti import registry
-    from mmsenti.models import sentiment_model  # noqa: F401  (registers components)
 
-    print(f"mmsenti {__import__('mmsenti').__version__} | python {platform.python_version()} | torch {torch.__version__} | "
-          f"lightning {lightning.__version__} | transformers {transformers.__version__} | threads {torch.get_num_threads()}")
-    for kind in ("sequence_encoder", "fusion"):
-        print(f"{kind}: {', '.join(registry.available(kind))}")
+    versions = {"mmsenti": __import__("mmsenti").__version__, "python": platform.python_version()}
+    for dist in ("torch", "lightning", "transformers", "onnxruntime", "fastapi", "apache-flink"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    table = registry.describe()
+    if args.json:
+        print(json.dumps({"versions": versions, "registry": table}, indent=1))
+        return 0
+    print(" | ".join(f"{k} {v}" for k, v in versions.items()))
+    width = max(len(k) for k in table)
+    for kind, names in table.items():
+        print(f"{kind:<{width}}  {', '.join(names) or '(none)'}")
     return 0
 
 
@@ -47,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmsenti", description="Fast multimodal sentiment analysis research tools.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="versions and registered components")
+    info = sub.add_parser("info", help="versions and every registered kind (encoders, fusions, sources, extractors, ...)")
+    info.add_argument("--json", action="store_true", help="machine-readable, with a description of each name")
     info.set_defaults(func=_info)
 
     for module_name in COMMAND_MODULES:
