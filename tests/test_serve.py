@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from mmsenti.runtime.predictor import Predictor  # noqa: E402
 from mmsenti.serve.app import create_app  # noqa: E402
 from mmsenti.serve.batcher import MicroBatcher, QueueFull  # noqa: E402
-from mmsenti.serve.config import Limits, ServeSettings  # noqa: E402
+from mmsenti.serve.config import CacheSettings, Limits, ServeSettings  # noqa: E402
 from mmsenti.serve.models import LoadFailed, ModelRegistry, prepare_model, repo_versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,9 @@ PARITY_TOL = 1e-5
 
 # ----------------------------------------------------------------------------- helpers
 def settings_for(export: Path | None, **kw) -> ServeSettings:
+    # these tests are about the engine path (batcher, swaps, limits): no answer cache unless asked
+    # (the cache, lexicon modes and A/B routing: tests/test_serve_intel.py)
+    kw.setdefault("cache", CacheSettings(enabled=False))
     return ServeSettings(export=str(export) if export else None, name=kw.pop("name", "tiny" if export else None), **kw)
 
 

@@ -2,14 +2,22 @@
 
 Routes (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 
-* ``POST /v1/predict`` — ``{"items": [{"text", "audio"?, "vision"?, "id"?}, ...], "model"?}`` →
-  ``{"model", "version", "items": [{"id", "score", "polarity", "class_7", "cached", "lexicon"}]}``
-  in request order (``cached``/``lexicon`` are reserved, always null for now);
+* ``POST /v1/predict`` — ``{"items": [{"text", "audio"?, "vision"?, "id"?}, ...], "model"?, "mode"?,
+  "key"?, "user_id"?}`` → ``{"model", "version", "items": [{"id", "score", "polarity", "class_7",
+  "cached", "lexicon"}]}`` in request order; ``cached`` is the cache layer that answered
+  (``"exact"`` | ``"near"`` | null), ``lexicon`` what the lexicon did (null in mode ``model``;
+  :mod:`mmsenti.serve.answers`); ``mode`` the hybrid mode (default ``--mode``); ``key`` /
+  ``user_id`` (or an ``X-User-Id`` / ``X-Session-Id`` header) keep a caller on one A/B variant.
+  The ``Server-Timing: app;dur=<ms>`` header is the server's time for the request;
 * ``GET /healthz`` — the process is up (liveness); ``GET /readyz`` — a model is loaded, verified
   and warmed, and the server is not shutting down (readiness; 503 otherwise);
 * ``GET /metrics`` — Prometheus text format (:mod:`mmsenti.serve.metrics`);
 * ``GET /v1/models``; ``POST /v1/models`` — ``{"name", "path", "activate"?}`` loads (hot swap when
-  ``name`` is loaded already), ``{"name", "action": "activate" | "unload"}``.
+  ``name`` is loaded already), ``{"name", "action": "activate" | "unload"}``; the experiment verbs
+  ``{"traffic": {name: share, ...}}``, ``{"shadow": name | null}``, ``{"action": "promote", "name"?}``,
+  ``{"action": "rollback"}`` (:mod:`mmsenti.serve.experiments`);
+* ``GET /v1/experiments`` — per-variant counts, mean score, polarity mix, latency, the
+  two-proportion z-test against the primary, the shadow's comparison.
 
 Requests are validated with pydantic and the limits of :class:`~mmsenti.serve.config.Limits`,
 then against the model they go to (frame width = its feature dimension; frames only for the
@@ -41,12 +49,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmsenti.errors import MmsentiError
+from mmsenti.serve.answers import Answerer, load_scorer
 from mmsenti.serve.batcher import Draining, QueueFull
 from mmsenti.serve.config import Limits, ServeSettings, error_path, validation_message
+from mmsenti.serve.experiments import ExperimentError, Router
 from mmsenti.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mmsenti.serve.metrics import ServeMetrics
 from mmsenti.serve.models import LoadFailed, ModelRegistry, ScoreItem, ServedModel, UnknownModel
@@ -55,6 +66,8 @@ log = logging.getLogger("mmsenti.serve")
 
 JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")  # the second: curl -d's default
 MAX_ID_CHARS = 256
+KEY_HEADERS = ("x-user-id", "x-session-id")  # sticky A/B assignment, after the body's key / user_id
+Mode = Literal["model", "lexicon", "override", "blend"]  # mmsenti.lexicon.hybrid.MODES
 Frames = list[list[FiniteFloat]]
 
 
@@ -70,7 +83,11 @@ class PredictItem(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     items: list[PredictItem] = Field(description="one result per item, in this order")
-    model: StrictStr | None = Field(None, description="a loaded model's name; default: the active model")
+    model: StrictStr | None = Field(None, description="a loaded model's name (bypasses an A/B split); default: the "
+                                                      "active model, or the split's variant for this caller")
+    mode: Mode | None = Field(None, description="lexicon + model hybrid mode; default: the server's --mode")
+    key: StrictStr | None = Field(None, description="caller key for sticky A/B assignment", max_length=MAX_ID_CHARS)
+    user_id: StrictStr | None = Field(None, description="same as key (used when key is absent)", max_length=MAX_ID_CHARS)
 
 
 class PredictResult(BaseModel):
@@ -78,8 +95,9 @@ class PredictResult(BaseModel):
     score: float = Field(description="sentiment in [-3, 3] (regression) or the logit of p(positive) (classification)")
     polarity: Literal["positive", "negative", "neutral"]
     class_7: int = Field(description="round(clip(score, -3, 3)), -3..3")
-    cached: bool | None = Field(None, description="reserved (result cache); null")
-    lexicon: dict | None = Field(None, description="reserved (lexicon evidence); null")
+    cached: Literal["exact", "near"] | None = Field(None, description="the cache layer that answered; null: computed")
+    lexicon: dict | None = Field(None, description="mode, answering path (model | lexicon | blend), lexicon score, "
+                                                   "matched / strong / negated terms, lexicons; null in mode model")
 
 
 class PredictResponse(BaseModel):
@@ -90,10 +108,14 @@ class PredictResponse(BaseModel):
 
 class ModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: StrictStr
+    name: StrictStr | None = Field(None, description="the model (load, activate, unload; promote: default the candidate)")
     path: StrictStr | None = Field(None, description="an export folder (action=load)")
     activate: bool = Field(False, description="make it the default model once loaded")
-    action: Literal["load", "activate", "unload"] = "load"
+    action: Literal["load", "activate", "unload", "promote", "rollback"] | None = Field(
+        None, description="default: load (or the experiment change when traffic / shadow is given)")
+    traffic: dict[StrictStr, FiniteFloat] | None = Field(None, description="A/B split: loaded model names -> shares "
+                                                                           "summing to 1, the active model among them")
+    shadow: StrictStr | None = Field(None, description="a loaded model that gets a copy of live traffic (null: off)")
 
 
 class ErrorBody(BaseModel):
@@ -108,8 +130,10 @@ class ApiError(Exception):
         self.status, self.message, self.reason, self.model, self.headers = status, message, reason, model, headers
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json")
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  background: BackgroundTask | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json",
+                    background=background)
 
 
 def _parse(body: bytes, schema: type[BaseModel]):
@@ -185,9 +209,23 @@ def check_items(req: PredictRequest, model: ServedModel, limits: Limits) -> list
 
 # ----------------------------------------------------------------------------- the app
 class ServeState:
-    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: ServeMetrics):
-        self.settings, self.registry, self.metrics = settings, registry, metrics
+    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: ServeMetrics, answerer: Answerer):
+        self.settings, self.registry, self.metrics, self.answerer = settings, registry, metrics, answerer
+        self.router = Router(registry, answerer, metrics, max_batch=settings.max_batch, shadow_queue=settings.shadow_queue)
         self.draining = False
+
+
+def request_key(req: PredictRequest, request: Request) -> str | None:
+    """The caller's key for sticky A/B assignment: ``key``, ``user_id``, then the X-User-Id / X-Session-Id header."""
+    if req.key:
+        return req.key
+    if req.user_id:
+        return req.user_id
+    for header in KEY_HEADERS:
+        value = request.headers.get(header)
+        if value:
+            return value
+    return None
 
 
 def initial_model_name(settings: ServeSettings) -> str:
@@ -204,7 +242,12 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
     app loads ``settings.export`` (and scans ``settings.model_repo``) at startup."""
     metrics = registry.metrics if registry is not None else ServeMetrics()
     registry = registry or ModelRegistry(settings, metrics)
-    state = ServeState(settings, registry, metrics)
+    answerer = Answerer(settings, load_scorer(settings))
+    state = ServeState(settings, registry, metrics, answerer)
+    router = state.router
+    registry.on_retire = answerer.retired
+    if answerer.cache is not None:
+        metrics.cache_source = answerer.cache.stats
     limits = settings.limits
 
     @contextlib.asynccontextmanager
@@ -212,6 +255,8 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
         if settings.export and not registry.models:
             await registry.load(initial_model_name(settings), settings.export)
         await registry.start()
+        router.start()
+        router.export_weights()
         watcher = None
         if settings.model_repo:
             await registry.scan_repo()
@@ -230,6 +275,7 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await router.close()
             await registry.close()
 
     app = FastAPI(title="mmsenti", summary="Multimodal sentiment scoring (mmsenti serve)", version=_version(),
@@ -240,6 +286,8 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
         metrics.error(err.model, err.reason)
+        if request.url.path == "/v1/predict":
+            router.error(err.model)
         return json_response({"error": err.message}, err.status, err.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -271,19 +319,22 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
         body = await _read_body(request, limits)
         req = _parse(body, PredictRequest)
         try:
-            model = registry.get(req.model)
+            model = router.route(req.model, request_key(req, request))
         except UnknownModel as err:
             raise ApiError(404, f"model: {err}", "unknown_model", req.model) from None
+        mode = req.mode or settings.mode
+        why = answerer.check_mode(mode)
+        if why:
+            raise ApiError(422, f"mode: {why}", "validation", model.name)
         items = check_items(req, model, limits)
-        # lookup and submit happen in one step of the event loop: a swap cannot fall between them
+        # route, cache lookup and submit happen in one step of the event loop: a swap cannot fall between them
         try:
-            future = model.batcher.submit(items, [len(it.text) for it in items])
+            results = await answerer.answer(model, items, mode)
         except QueueFull as err:
             raise ApiError(429, f"model {model.name!r}: {err}", "queue_full", model.name,
                            {"Retry-After": str(err.retry_after)}) from None
         except Draining as err:
             raise ApiError(503, str(err), "draining", model.name, {"Retry-After": "1"}) from None
-        results = await future
         out = []
         for i, (item, res) in enumerate(zip(req.items, results)):
             if isinstance(res, Exception):
@@ -292,9 +343,16 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
                 raise ApiError(503 if reason == "draining" else 500,
                                f"items[{i}]: the engine failed on this item ({type(res).__name__}: {res})",
                                reason, model.name)
-            out.append({"id": item.id, **res, "cached": None, "lexicon": None})
-        model.metrics.request_seconds.observe(perf_counter() - start)
-        return json_response({"model": model.name, "version": model.version, "items": out})
+            out.append({"id": item.id, **res})
+        seconds = perf_counter() - start
+        model.metrics.request_seconds.observe(seconds)
+        router.record(model, results, seconds)
+        if metrics.multiprocess:
+            metrics.sync_cache()  # each worker's cache counters reach the shared files (a scrape reads them all)
+        job = router.shadow_copy(model, items, mode, results)
+        return json_response({"model": model.name, "version": model.version, "items": out},
+                             headers={"Server-Timing": f"app;dur={(perf_counter() - start) * 1000:.3f}"},
+                             background=BackgroundTask(router.enqueue, job) if job is not None else None)
 
     # ------------------------------------------------------------------ probes and metrics
     @app.get("/healthz", summary="Liveness: the process is up")
@@ -316,11 +374,12 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     # ------------------------------------------------------------------ models
-    @app.get("/v1/models", summary="Loaded models and the active one")
+    @app.get("/v1/models", summary="Loaded models, the active one, the A/B split and the shadow")
     async def list_models() -> Response:
-        return json_response(registry.describe())
+        return json_response(describe_models())
 
-    @app.post("/v1/models", summary="Load (hot swap), activate or unload a model", response_model=None,
+    @app.post("/v1/models", summary="Load (hot swap), activate or unload a model; set an A/B split or shadow; "
+                                    "promote or roll back", response_model=None,
               responses={200: {"description": "the registry after the change"}, 404: {"model": ErrorBody},
                          409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
               openapi_extra=_body_schema("ModelRequest"))
@@ -330,23 +389,63 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
             raise ApiError(409, f"this server runs {settings.workers} worker processes and a request reaches one of "
                                 "them; change models with --model-repo (every worker watches it) or SIGHUP "
                                 "(restarts the workers one by one)", "validation", req.name)
+        given = req.model_fields_set
+        experiment = {"traffic", "shadow"} & given
+        action = req.action or ("experiment" if experiment else "load")
+        if experiment and (action != "experiment" or given & {"name", "path", "activate"}):
+            raise ApiError(422, "traffic / shadow: send them on their own ({\"traffic\": {...}, \"shadow\": ...}), "
+                                "without name, path, activate or action", "validation", req.name)
+        if action in ("load", "activate", "unload") and not req.name:
+            raise ApiError(422, f"name: required to {action} a model", "validation")
         try:
-            if req.action == "load":
+            if action == "experiment":
+                if "traffic" in given:
+                    if req.traffic is None:
+                        raise ExperimentError("traffic: null is not a split; use {\"action\": \"rollback\"} to end one")
+                    router.set_traffic(req.traffic)
+                if "shadow" in given:
+                    router.set_shadow(req.shadow)
+                return json_response({"experiment": _experiment_config(router), **describe_models()})
+            if action == "promote":
+                model = router.promote(req.name)
+                return json_response({"promote": model.describe(), "experiment": router.last, **describe_models()})
+            if action == "rollback":
+                model = router.rollback()
+                return json_response({"rollback": model.describe(), "experiment": router.last, **describe_models()})
+            if action in ("activate", "unload") and router.holds(req.name):
+                raise ExperimentError(f"{action} {req.name!r}: it takes part in the running experiment "
+                                      "(traffic split or shadow); promote or rollback first", status=409)
+            if (action == "activate" or (action == "load" and req.activate)) and router.split is not None:
+                raise ExperimentError(f"activate {req.name!r}: a traffic split is running (its primary is the active "
+                                      "model); promote or rollback first", status=409)
+            if action == "load":
                 if not req.path:
                     raise ApiError(422, "path: required to load a model (an export folder)", "validation", req.name)
                 model = await registry.load(req.name, req.path, activate=req.activate)
-            elif req.action == "activate":
+            elif action == "activate":
                 model = await registry.activate(req.name)
+                router.export_weights()
             else:
                 model = await registry.unload(req.name)
+        except ExperimentError as err:
+            raise ApiError(err.status, str(err), "validation", req.name) from None
         except UnknownModel as err:
             raise ApiError(404, f"name: {err}", "unknown_model", req.name) from None
         except LoadFailed as err:
-            status = 409 if req.action == "unload" else 422
-            raise ApiError(status, f"{req.action} {req.name!r} failed, nothing changed: {err}", "validation",
+            status = 409 if action == "unload" else 422
+            raise ApiError(status, f"{action} {req.name!r} failed, nothing changed: {err}", "validation",
                            req.name) from None
-        return json_response({req.action: model.describe() if req.action != "unload" else
-                              {"name": model.name, "version": model.version}, **registry.describe()})
+        if action == "load":
+            router.export_weights()
+        return json_response({action: model.describe() if action != "unload" else
+                              {"name": model.name, "version": model.version}, **describe_models()})
+
+    def describe_models() -> dict[str, Any]:
+        return {**registry.describe(), "traffic": router.split, "shadow": router.shadow}
+
+    @app.get("/v1/experiments", summary="The running A/B split / shadow: per-variant statistics and tests")
+    async def experiments() -> Response:
+        return json_response(router.describe())
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -361,6 +460,10 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
 
     app.openapi = openapi
     return app
+
+
+def _experiment_config(router: Router) -> dict[str, Any]:
+    return {"primary": router.primary, "traffic": router.split, "shadow": router.shadow, "since": router.started_at}
 
 
 def _body_schema(name: str) -> dict[str, Any]:

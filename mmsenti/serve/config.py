@@ -16,8 +16,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmsenti.errors import MmsentiError
+from mmsenti.lexicon.hybrid import MODES
 
 SETTINGS_ENV = "MMSENTI_SERVE_SETTINGS"
+# the lexicons --mode / --near-cache load when --lexicon is not given: the shipped domain ones first (they win on a
+# shared term), then VADER's general English one
+DEFAULT_LEXICONS = ("finance_en", "finance_zh", "general_zh", "vader")
 
 
 class Limits(BaseModel):
@@ -33,6 +37,24 @@ class Limits(BaseModel):
     max_frames: int = Field(1024, ge=1, le=4096, description="audio/vision frames per item (--max-frames; the engine's "
                                                              "position table holds 4096)")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="request body size (--max-body-mb)")
+
+
+class CacheSettings(BaseModel):
+    """The answer cache (:mod:`mmsenti.cache`): exact layer on by default, near layer and Redis opt-in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="the exact layer (--no-cache turns every layer off)")
+    max_entries: int = Field(100_000, ge=1, description="exact-layer entries (--cache-size)")
+    max_mb: float = Field(64.0, gt=0, description="exact-layer payload MiB (--cache-mb)")
+    ttl_s: float | None = Field(3600.0, gt=0, description="entry lifetime in seconds, None = until evicted (--cache-ttl)")
+    near: bool = Field(False, description="the near-duplicate layer (--near-cache)")
+    near_threshold: float = Field(0.8, gt=0, le=1, description="its Jaccard similarity threshold (--near-threshold)")
+    redis_url: str | None = Field(None, description="a shared exact layer for several workers (--redis URL)")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_mb * (1 << 20))
 
 
 class ServeSettings(BaseModel):
@@ -56,6 +78,12 @@ class ServeSettings(BaseModel):
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     handle_sighup: bool = False  # reload models on SIGHUP (the CLI turns it on; tests and embedders leave it off)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    mode: str = "model"  # the hybrid mode of requests that name none (mmsenti.lexicon.hybrid.MODES)
+    lexicons: list[str] | None = None  # shipped names or files (--lexicon); None: DEFAULT_LEXICONS when needed
+    blend_weight: float = Field(0.5, ge=0, le=1)  # blend: weight of the lexicon score (--blend-weight)
+    override_confident: float | None = Field(None, gt=0, lt=1)  # override: |compound| that also answers (--override-confident)
+    shadow_queue: int = Field(256, ge=1)  # shadow requests waiting for the candidate beyond which they are dropped
 
     @model_validator(mode="after")
     def _check(self) -> "ServeSettings":
@@ -66,7 +94,19 @@ class ServeSettings(BaseModel):
                              "such a request could never be queued")
         if self.name is not None and not _valid_name(self.name):
             raise ValueError(f"--name {self.name!r}: use letters, digits, '-', '_' or '.'")
+        if self.mode not in MODES:
+            raise ValueError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.lexicons is not None and not [x for x in self.lexicons if x.strip()]:
+            raise ValueError("--lexicon: give shipped lexicon names or files, comma-separated (e.g. finance_en,vader)")
         return self
+
+    @property
+    def needs_lexicons(self) -> bool:
+        """Lexicons load at start when a mode or the near-cache guard needs them, or when --lexicon names some."""
+        return self.lexicons is not None or self.mode != "model" or (self.cache.enabled and self.cache.near)
+
+    def lexicon_specs(self) -> list[str]:
+        return [x.strip() for x in self.lexicons if x.strip()] if self.lexicons is not None else list(DEFAULT_LEXICONS)
 
     @classmethod
     def build(cls, **values) -> "ServeSettings":

@@ -38,6 +38,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class ServedModel:
     load_seconds: float = 0.0
     batcher: MicroBatcher | None = None
     metrics: ModelMetrics | None = None
+    namespaces: dict[str, str] = field(default_factory=dict)  # hybrid mode -> answer-cache namespace (serve.answers)
 
     # ------------------------------------------------------------------ scoring (worker thread)
     @property
@@ -255,6 +257,8 @@ class ModelRegistry:
         self._repo_seen: dict[str, str] = {}  # name -> version the watcher last tried
         self._repo_failed: set[tuple[str, str, float]] = set()
         self._started = False
+        # called with (retired model, models still served) once a replaced or unloaded model's queue is empty
+        self.on_retire: Callable[[ServedModel, list[ServedModel]], None] | None = None
 
     # ------------------------------------------------------------------ lookup
     def get(self, name: str | None = None) -> ServedModel:
@@ -336,7 +340,15 @@ class ModelRegistry:
 
     def _retire(self, model: ServedModel) -> None:
         """Let ``model`` finish its queued items in the background, then stop its worker."""
-        task = asyncio.get_running_loop().create_task(model.batcher.close(), name=f"retire-{model.name}-{model.version}")
+        async def retire() -> None:
+            await model.batcher.close()
+            if self.on_retire is not None:
+                try:
+                    self.on_retire(model, list(self.models.values()))
+                except Exception as err:  # a cache clean-up never takes the server down
+                    log.error("after retiring %s version %s: %s: %s", model.name, model.version, type(err).__name__, err)
+
+        task = asyncio.get_running_loop().create_task(retire(), name=f"retire-{model.name}-{model.version}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
