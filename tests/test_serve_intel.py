@@ -503,3 +503,27 @@ def test_redis_layer_is_shared_between_servers_and_a_dead_redis_is_only_a_miss(t
     assert sample_value(metrics_b, "mmsenti_cache_hits_total", layer="exact") == 1
     assert dead.status_code == 200 and dead.json()["items"][0]["score"] == pytest.approx(ref["after redis died"], abs=TOL)
     assert sample_value(metrics_dead, "mmsenti_cache_errors_total", layer="redis") >= 1
+
+
+# ----------------------------------------------------------------------------- the benchmark scenarios
+@pytest.mark.slow
+def test_serve_scenarios_quick_run_reports_every_target(text_export, shifted, tmp_path):
+    """benchmarks/serve_scenarios.py --quick (k6 + real servers on 127.0.0.1) on the tiny exports: JSON with each target."""
+    pytest.importorskip("psutil", reason="the bench extra is not installed: pip install -e '.[bench]'")
+    out = tmp_path / "scenarios"
+    for name, extra in (("cache", []), ("lexicon", []), ("ab", ["--candidate", str(shifted)])):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_scenarios.py"), name, "--export",
+                               str(text_export), "--quick", "--out", str(out), *extra], capture_output=True, text=True,
+                              timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads((out / f"{name}.json").read_text())
+        assert report["targets"] and all("met" in t for t in report["targets"])
+    cache = json.loads((out / "cache.json").read_text())
+    assert cache["near_hits_on_negation_twins"] == 0 and cache["replay"]["statuses"] == {"200": 600}
+    points = cache["max_rate"]["points"]  # figures, not timed assertions (the machine is shared)
+    assert points["cache_on"] and points["cache_off"] and points["cache_on"][0]["exact_hit_rate"] is not None
+    ab = json.loads((out / "ab.json").read_text())
+    assert ab["split"]["stickiness"]["sticky_share"] == 1.0
+    assert ab["shadow"]["comparisons"][0]["score_mae"] == pytest.approx(DELTA, abs=TOL)
+    lexicon = json.loads((out / "lexicon.json").read_text())
+    assert lexicon["finance_examples"]["override"]["model_errors"] >= lexicon["finance_examples"]["override"]["fixed"]

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StrictStr, Valid
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmsenti.errors import MmsentiError
+from mmsenti.lexicon.hybrid import MODES
 from mmsenti.serve.answers import Answerer, load_scorer
 from mmsenti.serve.batcher import Draining, QueueFull
 from mmsenti.serve.config import Limits, ServeSettings, error_path, validation_message
@@ -67,7 +68,7 @@ log = logging.getLogger("mmsenti.serve")
 JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")  # the second: curl -d's default
 MAX_ID_CHARS = 256
 KEY_HEADERS = ("x-user-id", "x-session-id")  # sticky A/B assignment, after the body's key / user_id
-Mode = Literal["model", "lexicon", "override", "blend"]  # mmsenti.lexicon.hybrid.MODES
+Mode = Literal[MODES]  # the one list: mmsenti.lexicon.hybrid.MODES
 Frames = list[list[FiniteFloat]]
 
 

@@ -24,6 +24,8 @@ import math
 import os
 import sys
 
+from mmsenti.lexicon.hybrid import MODES  # light: no jieba, no VADER until a scorer is built
+
 __all__ = ["add_commands"]
 
 TOOLS = ("replay", "traffic")  # `mmsenti serve TOOL ...`: words that are not export folders
@@ -95,7 +97,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="lexicons, first wins on a shared term: shipped names (finance_en, finance_zh, general_zh, vader) "
                         "or files (term<TAB>score[<TAB>strong]); default when a mode or --near-cache needs them: "
                         "finance_en,finance_zh,general_zh,vader")
-    h.add_argument("--mode", default="model", choices=["model", "lexicon", "override", "blend"],
+    h.add_argument("--mode", default="model", choices=MODES,
                    help="hybrid mode of requests that name none (default model; override: a strong domain term "
                         "answers without the model)")
     h.add_argument("--blend-weight", type=float, default=0.5, help="blend: the lexicon's weight (default 0.5)")
@@ -117,7 +119,7 @@ def _replay_parser(prog: str) -> argparse.ArgumentParser:
     when.add_argument("--recorded", action="store_true", help="send at the file's own timestamps (the default)")
     r.add_argument("--seconds", type=float, default=None, help="stop sending after this many seconds")
     r.add_argument("--limit", type=int, default=None, help="only the first N lines")
-    r.add_argument("--mode", default=None, choices=["model", "lexicon", "override", "blend"],
+    r.add_argument("--mode", default=None, choices=MODES,
                    help="hybrid mode sent with every request (default: the line's, else the server's)")
     r.add_argument("--max-in-flight", type=int, default=256,
                    help="outstanding requests at most; a request due when none is free is dropped (counted)")

@@ -13,7 +13,8 @@
   candidate's answers are compared with the live ones (score MAE, polarity agreement, McNemar's
   test of the positive calls) and never returned. Shadow work goes first under load: the queue
   holds ``--shadow-queue`` requests (more are dropped and counted), and a copy is dropped when the
-  answering model has a backlog (``max_batch`` items or more queued) or the candidate's queue is full.
+  answering model has a backlog (``max_batch`` items or more queued) or the candidate's queue is full
+  (and, counted apart, when its items carry frames the candidate's engine does not take).
 * **Statistics** (``GET /v1/experiments``), per variant since the experiment began: requests,
   items, errors, mean score, polarity mix, latency p50/p90/p99 (the last 50k requests), answered
   from cache; each variant against the primary, a two-proportion z-test of the positive share
@@ -126,7 +127,7 @@ class ShadowStats:
     agree: int = 0
     live_only_positive: int = 0  # McNemar's discordant pairs
     shadow_only_positive: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"queue": 0, "load": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: {"queue": 0, "load": 0, "incompatible": 0})
     failed: int = 0
 
     def describe(self) -> dict[str, Any]:
@@ -372,6 +373,10 @@ class Router:
         live = job.live_model.batcher
         if live is not None and live.queued >= self.max_batch:
             self._dropped("load")
+            return
+        takes = set(model.frame_modalities)
+        if any((it.audio and "audio" not in takes) or (it.vision and "vision" not in takes) for it in job.items):
+            self._dropped("incompatible")  # frames the candidate's engine does not take: nothing to compare
             return
         try:
             answers = await self.answerer.answer(model, job.items, job.mode, record=False)

@@ -25,7 +25,8 @@ Answers, per model (so per A/B variant; :mod:`mmsenti.serve.answers`, :mod:`mmse
 * ``mmsenti_traffic_weight{model}`` — gauge, the A/B split (1 for the active model without one);
 * ``mmsenti_shadow_total{model, outcome}`` — shadow requests of the candidate ``model``:
   ``compared`` | ``dropped_queue`` (the bounded shadow queue was full) | ``dropped_load`` (the
-  primary had a backlog: shadow work goes first) | ``failed``; ``mmsenti_shadow_abs_diff`` —
+  primary had a backlog: shadow work goes first) | ``dropped_incompatible`` (frames the candidate
+  does not take) | ``failed``; ``mmsenti_shadow_abs_diff`` —
   histogram of |candidate − primary| per item; ``mmsenti_shadow_disagreements_total`` — items whose
   polarity differs; ``mmsenti_shadow_queue_items`` — gauge.
 
@@ -58,7 +59,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 SCORE_BUCKETS = (-5.0, -3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 DIFF_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 CACHE_COUNTERS = ("hits", "misses", "evictions", "expired", "errors", "guard_rejects")
-SHADOW_OUTCOMES = ("compared", "dropped_queue", "dropped_load", "failed")
+SHADOW_OUTCOMES = ("compared", "dropped_queue", "dropped_load", "dropped_incompatible", "failed")
 ERROR_REASONS = ("bad_json", "content_type", "too_large", "validation", "unknown_model", "queue_full", "draining",
                  "engine", "internal")
 
