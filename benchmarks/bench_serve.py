@@ -329,7 +329,8 @@ def ours(name: str, export: Path, args, work: Path, max_batch: int | None = None
     port = free_port()
     cmd = [sys.executable, "-m", "mmsenti.cli", "serve", str(export), "--host", "127.0.0.1", "--port", str(port),
            "--max-batch", str(max_batch or args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--threads", str(args.threads), "--workers", str(args.workers)]
+           "--threads", str(args.threads), "--workers", str(args.workers),
+           "--no-cache"]  # the request bodies repeat: measure the model path (the cache has its own scenario)
     if args.queue_size:
         cmd += ["--queue-size", str(args.queue_size)]
     if args.serve_cmd:  # another build of the same CLI (e.g. an installed `mmsenti`): its words replace ours
