@@ -1070,14 +1070,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         ap.error(f"--scenarios: unknown {unknown}; choose from {list(SCENARIOS)}")
     if args.quick:
-        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-        for name, value in {"rates": "50,150", "seconds": 2.0, "warmup": 1.0, "search_steps": 0, "fused_rate": 50.0,
-                            "swap_rate": 100.0, "swap_seconds": 5.0, "baseline_seconds": 2.0, "overload_seconds": 4.0,
-                            "recovery_seconds": 4.0}.items():
-            if f"--{name.replace('_', '-')}" not in given:
-                setattr(args, name, value)
+        apply_quick(args, argv, {"rates": "50,150", "seconds": 2.0, "warmup": 1.0, "search_steps": 0, "fused_rate": 50.0,
+                                 "swap_rate": 100.0, "swap_seconds": 5.0, "baseline_seconds": 2.0, "overload_seconds": 4.0,
+                                 "recovery_seconds": 4.0})
     args.rates = sorted(float(r) for r in str(args.rates).split(",") if r.strip())
     return args
+
+
+def apply_quick(args: argparse.Namespace, argv: list[str] | None, defaults: dict[str, Any]) -> None:
+    """``--quick``: the short-run values of every option the command line did not set itself."""
+    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+    for name, value in defaults.items():
+        if f"--{name.replace('_', '-')}" not in given:
+            setattr(args, name, value)
 
 
 def main(argv: list[str] | None = None) -> int:

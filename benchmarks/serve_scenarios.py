@@ -551,12 +551,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="a short smoke run: small stream, 2-s points, no bisection")
     args = ap.parse_args(argv)
     if args.quick:
-        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
-        for name, value in {"seconds": 2.0, "warmup": 1.0, "rates": "50,150", "search_steps": 0, "requests": 600,
-                            "replay_rate": 150.0, "ab_requests": 400, "ab_replay_rate": 150.0, "ab_rate": 40.0,
-                            "rounds": 1}.items():
-            if f"--{name.replace('_', '-')}" not in given:
-                setattr(args, name, value)
+        bs.apply_quick(args, argv, {"seconds": 2.0, "warmup": 1.0, "rates": "50,150", "search_steps": 0, "requests": 600,
+                                    "replay_rate": 150.0, "ab_requests": 400, "ab_replay_rate": 150.0, "ab_rate": 40.0,
+                                    "rounds": 1})
     args.rates = sorted(float(r) for r in str(args.rates).split(",") if r.strip())
     return args
 
