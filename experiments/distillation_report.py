@@ -3,11 +3,14 @@
     python experiments/distillation_report.py run [--only NAME ...]   # train/benchmark what is missing (resumable)
     python experiments/distillation_report.py render                  # rewrite distillation.md from the run folders
 
-Every step is one command line (listed in the report next to the numbers it produced). Training
-runs write to ``logs/distillation_report/<step>/`` (``metrics.json``, checkpoints); benchmarks write
-``logs/distillation_report/<step>.json``. A step whose output exists is skipped, so an interrupted
-``run`` continues where it stopped. ``{ckpt:STEP}`` in a command is the best checkpoint of an earlier
-step. Steps run one at a time (the machines are shared 2-core CPUs).
+Every recipe is an experiment config (``configs/experiment/<name>.yaml``); a step is that experiment plus
+what varies per run (teacher checkpoint, seed, transfer-set size, schedule, ablation switches), one command
+line listed in the report next to the numbers it produced. Training runs write to
+``logs/distillation_report/<step>/`` (``metrics.json``, checkpoints); benchmarks write
+``logs/distillation_report/<step>.json``. A step whose output exists is skipped, so an interrupted ``run``
+continues where it stopped. ``{ckpt:STEP}`` in a command is the best checkpoint of an earlier step. Steps run
+one at a time (the machines are shared 2-core CPUs). tests/test_distill_recipes.py checks that every step
+composes to the config of the full override list it replaced.
 """
 
 from __future__ import annotations
@@ -28,96 +31,88 @@ SEEDS = (1, 2, 3)
 COMMON = ["logger=csv", "extras.print_config=false"]
 
 # ---------------------------------------------------------------------------- the steps
-# SST-2: one fixed 2,000-sentence training subset for the teacher and every student (soft targets
-# on the same sentences), 1,000 held-out train sentences for checkpoint selection, the full dev set
-# (872) for the reported accuracy.
-SST2 = ["data.source_options.train_size=2000", "++trainer.val_check_interval=1.0"]
-SST2_STUDENT = ["experiment=sst2_distill", *SST2]
-L6 = ["model/text_encoder=minilm_l6", "model.net.text_encoder.finetune=full", "model.encoder_lr=5e-5", "trainer.max_epochs=2"]
-L3 = ["model/text_encoder=minilm_l3", "trainer.max_epochs=2"]
-BILSTM = ["model/text_encoder=bilstm", "model.encoder_lr=2e-3", "trainer.max_epochs=3"]
-# cross-modal on the synthetic MOSI-format set: the text-only student with and without the fused teacher
-# (plain KD: the teacher's joint outputs as they are; the experiment's default since this stretch is MARGINAL)
-PLAIN = ["distill.marginalize=null", "distill.corrected_labels=false"]
-XM = ["experiment=mosi_distill_crossmodal", "model.net.aux_7class=true", "trainer.max_epochs=3", *PLAIN]
-XM8 = ["experiment=mosi_distill_crossmodal", "model.net.aux_7class=true", *PLAIN]  # the experiment's own schedule: 8 epochs
-# ... with the teacher's audio/vision averaged out of its soft targets and the labels corrected by it
-MARGINAL = ["distill.marginalize=[audio,vision]", "distill.corrected_labels=true"]
-# real MOSI transcripts: the mosi_text model distilled into MiniLM-L3
-REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l3", "task_name=mosi_real_distill",
-           "trainer.max_epochs=4"]
-# ... and an MPNet-base mosi_text model distilled into MiniLM-L6 with experiment=mosi_text's own recipe (full
-# fine-tune, L1, encoder lr 5e-5, 6 epochs), so that experiment=mosi_text (MiniLM-L6) is its no-teacher twin
-MPNET_TEXT = ["experiment=mosi_text", "model/text_encoder=mpnet_base", "model.encoder_lr=3e-5", "trainer.max_epochs=4"]
-REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l6", "model.net.text_encoder.finetune=full",
-           "model.encoder_lr=5e-5", "model.loss=l1", "trainer.max_epochs=6", "task_name=mosi_real_distill"]
-# SST-2 transfer set: 8,000 more train.tsv sentences without their labels, learnt from the teacher's soft targets
-TRANSFER = ["data.source_options.transfer_size=8000"]
+# (step, experiment, overrides): a training step runs `train.py experiment=<experiment> <overrides>`; a
+# benchmark step (experiment None) runs `benchmarks/bench_distill.py <overrides>`.
+#
+# SST-2 (configs/experiment/sst2_teacher_mpnet.yaml, sst2_distill_{l6,l3,bilstm}.yaml, sst2_distill_l6_transfer.yaml):
+# one fixed 2,000-sentence training subset for the teacher and every student (soft targets on the same
+# sentences), 1,000 held-out train sentences for checkpoint selection, the full dev set for the reported
+# accuracy. The transfer set (data.source_options.transfer_size=N): N more train.tsv sentences without their
+# labels, learnt from the teacher's soft targets.
+# Cross-modal on the synthetic MOSI-format set: the text-only student with and without the fused teacher
+# (mosi_fusion_7class): plain KD on the teacher's joint outputs (mosi_distill_crossmodal_plain) or with its
+# audio/vision averaged out of its soft targets and the labels corrected by it (mosi_distill_crossmodal_7class,
+# the experiment's default); both 8 epochs as shipped, 3 with trainer.max_epochs=3.
+# Real MOSI transcripts: the mosi_text model distilled into MiniLM-L3 (mosi_real_distill_l3), and an MPNet-base
+# mosi_text model (mosi_text_mpnet) distilled into MiniLM-L6 with mosi_text's own recipe (mosi_real_distill_l6),
+# so that experiment=mosi_text (MiniLM-L6) is its no-teacher twin.
+SST2_TEACHER = "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}"
+XM_TEACHER = "distill.teacher_ckpt={ckpt:xm_fused_teacher}"
+NO_TEACHER = "distill.teacher_ckpt=null"
+EP3 = "trainer.max_epochs=3"
 # the recipe that meets the SST-2 target (MiniLM-L6 + 20,000 transfer sentences, 3 epochs), its default seed (42) and two more
-TRANSFER20K_3EP = ["experiment=sst2_distill_l6_transfer", "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}"]  # configs/experiment/sst2_distill_l6_transfer.yaml
 TRANSFER20K_3EP_STEPS = ("sst2_l6_kd_transfer20k_3ep", "sst2_l6_kd_transfer20k_3ep_seed1", "sst2_l6_kd_transfer20k_3ep_seed2")
 
-STEPS: list[tuple[str, list[str]]] = [
-    # --- SST-2: MPNet-base teacher (top 2 of 12 layers fine-tuned: a full fine-tune costs ~4x more on 2 CPU cores)
-    ("sst2_teacher_mpnet", ["experiment=sst2_teacher", *SST2, "model/text_encoder=mpnet_base", "model.net.text_encoder.finetune=top_k",
-                            "model.net.text_encoder.top_k=2", "trainer.max_epochs=1"]),
-    ("sst2_l3_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L3]),
-    ("sst2_bilstm_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *BILSTM]),
-    ("sst2_l6_kd", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6]),
-    ("bench_sst2", ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}", "--variant", "minilm_l6={ckpt:sst2_l6_kd}",
-                    "--variant", "minilm_l3={ckpt:sst2_l3_kd}", "--variant", "bilstm={ckpt:sst2_bilstm_kd}"]),
+STEPS: list[tuple[str, str | None, list[str]]] = [
+    # --- SST-2: MPNet-base teacher (top 2 of 12 layers fine-tuned), its students with and without it
+    ("sst2_teacher_mpnet", "sst2_teacher_mpnet", []),
+    ("sst2_l3_kd", "sst2_distill_l3", [SST2_TEACHER]),
+    ("sst2_bilstm_kd", "sst2_distill_bilstm", [SST2_TEACHER]),
+    ("sst2_l6_kd", "sst2_distill_l6", [SST2_TEACHER]),
+    ("bench_sst2", None, ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}", "--variant", "minilm_l6={ckpt:sst2_l6_kd}",
+                          "--variant", "minilm_l3={ckpt:sst2_l3_kd}", "--variant", "bilstm={ckpt:sst2_bilstm_kd}"]),
     # --- first seed of each MOSI experiment, then the baselines and the other seeds (ordered so that an
     # interrupted run leaves the most informative subset)
-    ("mosi_text_s1", ["experiment=mosi_text", "seed=1"]),
-    ("xm_fused_teacher", ["experiment=mosi_fusion", "model.aux_7class_weight=0.5", "trainer.max_epochs=3"]),
-    ("xm_kd_s1", [*XM, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", "seed=1"]),
-    ("xm_nokd_s1", [*XM, "distill.teacher_ckpt=null", "seed=1"]),
-    ("sst2_l3_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *L3]),
-    ("sst2_bilstm_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *BILSTM]),
-    ("mosi_real_l3_kd_s1", [*REAL_L3, "distill.teacher_ckpt={ckpt:mosi_text_s1}", "seed=1"]),
-    ("mosi_real_l3_nokd_s1", [*REAL_L3, "distill.teacher_ckpt=null", "seed=1"]),
-    ("bench_crossmodal", ["--texts", "synthetic", "--variant", "fused_teacher={ckpt:xm_fused_teacher}",
-                          "--variant", "text_only_student={ckpt:xm_kd_s1}"]),
+    ("mosi_text_s1", "mosi_text", ["seed=1"]),
+    ("xm_fused_teacher", "mosi_fusion_7class", [EP3]),
+    ("xm_kd_s1", "mosi_distill_crossmodal_plain", [EP3, XM_TEACHER, "seed=1"]),
+    ("xm_nokd_s1", "mosi_distill_crossmodal_plain", [EP3, NO_TEACHER, "seed=1"]),
+    ("sst2_l3_nokd", "sst2_distill_l3", [NO_TEACHER]),
+    ("sst2_bilstm_nokd", "sst2_distill_bilstm", [NO_TEACHER]),
+    ("mosi_real_l3_kd_s1", "mosi_real_distill_l3", ["distill.teacher_ckpt={ckpt:mosi_text_s1}", "seed=1"]),
+    ("mosi_real_l3_nokd_s1", "mosi_real_distill_l3", [NO_TEACHER, "seed=1"]),
+    ("bench_crossmodal", None, ["--texts", "synthetic", "--variant", "fused_teacher={ckpt:xm_fused_teacher}",
+                                "--variant", "text_only_student={ckpt:xm_kd_s1}"]),
     # --- SST-2 students with the transfer set; real MOSI: MPNet-base text model, distilled into MiniLM-L6
-    ("sst2_l6_kd_transfer", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6, *TRANSFER]),
-    ("mosi_text_mpnet_s1", [*MPNET_TEXT, "seed=1"]),
-    ("mosi_real_l6_kd_s1", [*REAL_L6, "distill.teacher_ckpt={ckpt:mosi_text_mpnet_s1}", "seed=1"]),
-    ("sst2_l3_kd_transfer", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L3, *TRANSFER]),
-    ("sst2_l6_kd_transfer20k", [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6,
-                                "data.source_options.transfer_size=20000"]),
-    ("sst2_l6_kd_transfer20k_3ep", TRANSFER20K_3EP),
-    *[(f"sst2_l6_kd_transfer20k_3ep_seed{s}", [*TRANSFER20K_3EP, f"seed={s}"]) for s in (1, 2)],
-    ("bench_sst2_transfer", ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}",
-                             "--variant", "minilm_l6={ckpt:sst2_l6_kd_transfer}", "--variant", "minilm_l3={ckpt:sst2_l3_kd_transfer}"]),
+    ("sst2_l6_kd_transfer", "sst2_distill_l6", [SST2_TEACHER, "data.source_options.transfer_size=8000"]),
+    ("mosi_text_mpnet_s1", "mosi_text_mpnet", ["seed=1"]),
+    ("mosi_real_l6_kd_s1", "mosi_real_distill_l6", ["distill.teacher_ckpt={ckpt:mosi_text_mpnet_s1}", "seed=1"]),
+    ("sst2_l3_kd_transfer", "sst2_distill_l3", [SST2_TEACHER, "data.source_options.transfer_size=8000"]),
+    ("sst2_l6_kd_transfer20k", "sst2_distill_l6", [SST2_TEACHER, "data.source_options.transfer_size=20000"]),
+    ("sst2_l6_kd_transfer20k_3ep", "sst2_distill_l6_transfer", [SST2_TEACHER]),
+    *[(f"sst2_l6_kd_transfer20k_3ep_seed{s}", "sst2_distill_l6_transfer", [SST2_TEACHER, f"seed={s}"]) for s in (1, 2)],
+    ("bench_sst2_transfer", None, ["--texts", "sst2", "--variant", "teacher_mpnet={ckpt:sst2_teacher_mpnet}",
+                                   "--variant", "minilm_l6={ckpt:sst2_l6_kd_transfer}", "--variant", "minilm_l3={ckpt:sst2_l3_kd_transfer}"]),
     *[step for s in SEEDS[1:] for step in (
-        (f"mosi_text_mpnet_s{s}", [*MPNET_TEXT, f"seed={s}"]),
-        (f"mosi_real_l6_kd_s{s}", [*REAL_L6, f"distill.teacher_ckpt={{ckpt:mosi_text_mpnet_s{s}}}", f"seed={s}"]))],
+        (f"mosi_text_mpnet_s{s}", "mosi_text_mpnet", [f"seed={s}"]),
+        (f"mosi_real_l6_kd_s{s}", "mosi_real_distill_l6", [f"distill.teacher_ckpt={{ckpt:mosi_text_mpnet_s{s}}}", f"seed={s}"]))],
     *[step for s in SEEDS[1:] for step in (
-        (f"xm_kd_s{s}", [*XM, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", f"seed={s}"]),
-        (f"xm_nokd_s{s}", [*XM, "distill.teacher_ckpt=null", f"seed={s}"]),
-        (f"mosi_text_s{s}", ["experiment=mosi_text", f"seed={s}"]),
-        (f"mosi_real_l3_kd_s{s}", [*REAL_L3, f"distill.teacher_ckpt={{ckpt:mosi_text_s{s}}}", f"seed={s}"]),
-        (f"mosi_real_l3_nokd_s{s}", [*REAL_L3, "distill.teacher_ckpt=null", f"seed={s}"]))],
-    ("sst2_l6_nokd", [*SST2_STUDENT, "distill.teacher_ckpt=null", *L6]),
+        (f"xm_kd_s{s}", "mosi_distill_crossmodal_plain", [EP3, XM_TEACHER, f"seed={s}"]),
+        (f"xm_nokd_s{s}", "mosi_distill_crossmodal_plain", [EP3, NO_TEACHER, f"seed={s}"]),
+        (f"mosi_text_s{s}", "mosi_text", [f"seed={s}"]),
+        (f"mosi_real_l3_kd_s{s}", "mosi_real_distill_l3", [f"distill.teacher_ckpt={{ckpt:mosi_text_s{s}}}", f"seed={s}"]),
+        (f"mosi_real_l3_nokd_s{s}", "mosi_real_distill_l3", [NO_TEACHER, f"seed={s}"]))],
+    ("sst2_l6_nokd", "sst2_distill_l6", [NO_TEACHER]),
     *[step for s in SEEDS for step in (
-        (f"xm8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", f"seed={s}"]),
-        (f"xm8_nokd_s{s}", [*XM8, "distill.teacher_ckpt=null", f"seed={s}"]))],
+        (f"xm8_kd_s{s}", "mosi_distill_crossmodal_plain", [XM_TEACHER, f"seed={s}"]),
+        (f"xm8_nokd_s{s}", "mosi_distill_crossmodal_plain", [NO_TEACHER, f"seed={s}"]))],
+    # ... with the teacher's audio/vision averaged out of its soft targets and the labels corrected by it
     *[step for s in SEEDS for step in (
-        (f"xmc_kd_s{s}", [*XM, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, f"seed={s}"]),
-        (f"xmc8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, f"seed={s}"]))],
-    # the experiment's default teacher (experiment=mosi_fusion, 8 epochs) and its students, plain and marginal
-    ("xm_fused_teacher8", ["experiment=mosi_fusion", "model.aux_7class_weight=0.5"]),
+        (f"xmc_kd_s{s}", "mosi_distill_crossmodal_7class", [EP3, XM_TEACHER, f"seed={s}"]),
+        (f"xmc8_kd_s{s}", "mosi_distill_crossmodal_7class", [XM_TEACHER, f"seed={s}"]))],
+    # the experiment's default teacher (mosi_fusion's 8 epochs) and its students, plain and marginal
+    ("xm_fused_teacher8", "mosi_fusion_7class", []),
     *[step for s in SEEDS for step in (
-        (f"xmt8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher8}", f"seed={s}"]),
-        (f"xmct8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher8}", *MARGINAL, f"seed={s}"]))],
+        (f"xmt8_kd_s{s}", "mosi_distill_crossmodal_plain", ["distill.teacher_ckpt={ckpt:xm_fused_teacher8}", f"seed={s}"]),
+        (f"xmct8_kd_s{s}", "mosi_distill_crossmodal_7class", ["distill.teacher_ckpt={ckpt:xm_fused_teacher8}", f"seed={s}"]))],
     # ablation at 8 epochs: the marginal soft targets alone (labels as they are) / the corrected labels alone
     *[step for s in SEEDS for step in (
-        (f"xmm8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", "distill.marginalize=[audio,vision]", f"seed={s}"]),
-        (f"xml8_kd_s{s}", [*XM8, "distill.teacher_ckpt={ckpt:xm_fused_teacher}", *MARGINAL, "distill.score_weight=0",
-                           "distill.alpha=0", f"seed={s}"]))],
-    ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
-                         "--variant", "student_minilm_l6={ckpt:mosi_real_l6_kd_s1}"]),
+        (f"xmm8_kd_s{s}", "mosi_distill_crossmodal_7class", [XM_TEACHER, "distill.corrected_labels=false", f"seed={s}"]),
+        (f"xml8_kd_s{s}", "mosi_distill_crossmodal_7class", [XM_TEACHER, "distill.score_weight=0", "distill.alpha=0", f"seed={s}"]))],
+    ("bench_mosi_real", None, ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
+                               "--variant", "student_minilm_l6={ckpt:mosi_real_l6_kd_s1}"]),
 ]
+STEP = {name: (experiment, args) for name, experiment, args in STEPS}
 
 
 def is_bench(name: str) -> bool:
@@ -146,6 +141,12 @@ def resolve(args: list[str]) -> list[str]:
     return out
 
 
+def arguments(name: str) -> list[str]:
+    """A step's arguments as listed in the report: ``experiment=...`` first for a training step."""
+    experiment, args = STEP[name]
+    return list(args) if experiment is None else [f"experiment={experiment}", *args]
+
+
 def command_line(name: str, args: list[str]) -> list[str]:
     if is_bench(name):
         return ["benchmarks/bench_distill.py", *args, "--out", str(output_of(name).relative_to(ROOT))]
@@ -155,13 +156,13 @@ def command_line(name: str, args: list[str]) -> list[str]:
 def run(only: list[str] | None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
-    for name, args in STEPS:
+    for name, _, _ in STEPS:
         if only and name not in only:
             continue
         if output_of(name).is_file():
             print(f"[skip] {name}: {output_of(name).relative_to(ROOT)} exists", flush=True)
             continue
-        cmd = [sys.executable, *command_line(name, resolve(args))]
+        cmd = [sys.executable, *command_line(name, resolve(arguments(name)))]
         print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.time()
         log = OUT / f"{name}.log"
@@ -182,7 +183,7 @@ def load(name: str) -> dict | None:
 
 def shown(name: str) -> str:
     """The command as a user types it (checkpoint placeholders kept symbolic)."""
-    args = dict(STEPS)[name]
+    args = arguments(name)
     if is_bench(name):
         return "python " + " ".join(["benchmarks/bench_distill.py", *args])
     return "python " + " ".join(["train.py", *args])
@@ -210,6 +211,23 @@ def seeds_metric(prefix: str, split: str, key: str) -> list[float]:
 def test_acc(step: str) -> float | None:
     """A step's SST-2 dev accuracy (its ``test/acc``), None when it has not run."""
     return (load(step) or {}).get("test", {}).get("acc")
+
+
+def relative(path: Path) -> str:
+    """A path as the report names it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def split_counts(step: str) -> tuple[dict[str, int], str] | None:
+    """Samples per split as a step's run counted them (its ``data_report``), and where that is written."""
+    report = (load(step) or {}).get("data_report") or {}
+    sizes = report.get("samples") or report.get("segments")
+    if not sizes:
+        return None
+    return {k: int(v) for k, v in sizes.items()}, f"`data_report` in `{relative(output_of(step))}`"
 
 
 def transfer20k_3ep_accs() -> list[float]:
@@ -319,11 +337,14 @@ def bench_rows(bench: dict | None, accuracy: dict[str, float | None], metric: st
 
 
 def sst2_section() -> list[str]:
+    counts = split_counts("sst2_teacher_mpnet")
+    n = {k: f"{v:,} " for k, v in counts[0].items()} if counts else {}
+    source = f"; sentences per split: {counts[1]}" if counts else ""
     out = ["## SST-2: MPNet-base teacher → MiniLM-L6 / MiniLM-L3 / BiLSTM students", "",
-           "Accuracy on the **full GLUE SST-2 dev set (872 sentences)** (`test/acc` of each run: the run's `test` split is "
-           "the dev set; checkpoints are selected on 1,000 sentences held out of `train.tsv`). Training subset: the same "
-           "seeded 2,000 sentences of `train.tsv` for the teacher and every student (2 shared CPU cores); one seed (42), "
-           "three (42, 1, 2) for the recipe that meets the target.", ""]
+           f"Accuracy on the **full GLUE SST-2 dev set ({n.get('test', '')}sentences)** (`test/acc` of each run: the run's `test` "
+           f"split is the dev set; checkpoints are selected on {n.get('valid', '')}sentences held out of `train.tsv`). Training "
+           f"subset: the same seeded {n.get('train', '')}sentences of `train.tsv` for the teacher and every student "
+           f"(2 shared CPU cores{source}); one seed (42), three (42, 1, 2) for the recipe that meets the target.", ""]
     names = {"teacher_mpnet": "sst2_teacher_mpnet", "minilm_l6": "sst2_l6_kd", "minilm_l3": "sst2_l3_kd", "bilstm": "sst2_bilstm_kd"}
     acc = {k: (load(v) or {}).get("test", {}).get("acc") for k, v in names.items()}
     out += bench_rows(load("bench_sst2"), acc, "SST-2 dev acc")
@@ -384,13 +405,14 @@ def sst2_section() -> list[str]:
 
 
 def mosi_real_section() -> list[str]:
+    counts = split_counts("mosi_text_s1")
+    sizes = f": train {counts[0]['train']:,} / valid {counts[0]['valid']:,} segments ({counts[1]})" if counts else ""
     out = ["## Real CMU-MOSI transcripts (text only, valid fold)", "",
-           "`../shared/data/mosi/label_trainvalid.csv`: train 1,284 / valid 229 segments; the test fold is held back, "
+           f"`../shared/data/mosi/label_trainvalid.csv`{sizes}; the test fold is held back, "
            "so selection and reporting are on **valid** (MMSA metric conventions). Mean ± std over seeds 1, 2, 3.", "",
-           "| model | MAE ↓ | Corr ↑ | Non0_acc_2 | Has0_acc_2 | Mult_acc_7 |", "|---|---|---|---|---|---|",
-           "| reference fine-tune in issue 6 (MiniLM-L6, mean pooling, L1, lr 5e-5, 6 epochs) | 0.841 | 0.736 | | | |"]
-    rows = (("`experiment=mosi_text` (MiniLM-L6, 22.7 M parameters)", "mosi_text"),
-            ("`experiment=mosi_text model/text_encoder=mpnet_base` (MPNet-base, 109.5 M)", "mosi_text_mpnet"),
+           "| model | MAE ↓ | Corr ↑ | Non0_acc_2 | Has0_acc_2 | Mult_acc_7 |", "|---|---|---|---|---|---|"]
+    rows = (("`experiment=mosi_text` (MiniLM-L6)", "mosi_text"),
+            ("`experiment=mosi_text_mpnet` (MPNet-base)", "mosi_text_mpnet"),
             ("MiniLM-L6 distilled from the MPNet-base model (`mosi_text`'s recipe + teacher)", "mosi_real_l6_kd"),
             ("MiniLM-L3 distilled from the MiniLM-L6 model", "mosi_real_l3_kd"),
             ("MiniLM-L3 without a teacher", "mosi_real_l3_nokd"))
@@ -450,24 +472,29 @@ XM_TARGETS = (("3 epochs, 3-epoch teacher", "xmc_kd", "xm_nokd"), ("8 epochs, 3-
 
 
 def crossmodal_section() -> list[str]:
+    from mmsenti.data.synthetic import LABEL_NOISE, W_AUDIO, W_TEXT, W_VISION
+
+    counts = split_counts("xm_nokd_s1")
+    sizes = (f"{sum(counts[0].values()):,} segments: " + " / ".join(f"{k} {v:,}" for k, v in counts[0].items())
+             + f", {counts[1]}") if counts else "standard folds"
+    share = W_TEXT ** 2 / (W_TEXT ** 2 + W_AUDIO ** 2 + W_VISION ** 2 + LABEL_NOISE ** 2)
     out = ["## Cross-modal distillation: fused text+audio+vision teacher → text-only student", "",
-           "The project's synthetic CMU-MOSI-format set (`data=synthetic_mosi`, 2,199 segments, standard folds). Its label is "
-           "`1.0·s_text + 0.8·s_audio + 0.7·s_vision + noise`: text explains ~44% of the label's variance, so for a student "
-           "that sees text only, the audio/vision part of every label is noise it cannot predict. Teachers: `experiment=mosi_fusion` "
-           "with a 7-class head. Students: the text-only fast path (MiniLM-L6, top-2 layers fine-tuned, mean pooling, 7-class "
-           "head), the same student and schedule with and without the teacher, seeds 1, 2, 3; the student sees only text at "
-           "train and test time.", "",
+           f"The project's synthetic CMU-MOSI-format set (`data=synthetic_mosi`, {sizes}). Its label is "
+           f"`{W_TEXT}·s_text + {W_AUDIO}·s_audio + {W_VISION}·s_vision + noise` (unit-variance latents, noise std {LABEL_NOISE}, "
+           f"clipped to [-3, 3]; `mmsenti/data/synthetic.py`): text explains {100 * share:.0f}% of the label's variance before "
+           "clipping, so for a student that sees text only, the audio/vision part of every label is noise it cannot predict. "
+           "Teachers: `experiment=mosi_fusion_7class` (`mosi_fusion` with a 7-class head). Students: the text-only fast path "
+           "(MiniLM-L6, top-2 layers fine-tuned, mean pooling, 7-class head), the same student and schedule with and without "
+           "the teacher, seeds 1, 2, 3; the student sees only text at train and test time.", "",
            "- **plain KD**: MSE to the teacher's score + T²·KL (T=2) to its 7-class distribution, both from its ordinary (joint) "
            "outputs, which carry the audio/vision part of the label just as the label does;",
            "- **marginal KD** (`distill.marginalize=[audio,vision]`): the same terms on the teacher's outputs with audio and vision "
-           "averaged out — each sample's text with the audio/vision of 8 other training samples "
+           "averaged out — each sample's text with the audio/vision of `distill.marginal_draws` (8) other training samples "
            "(`mmsenti.distill.outputs.marginal_teacher_outputs`), the teacher's partial dependence on text;",
            "- **corrected labels** (`distill.corrected_labels=true`): the hard loss's target is `label − (joint − marginal teacher "
            "score)`, the label without the part the teacher credits to audio/vision: the same expectation given the text "
            "(where modalities are independent) with less noise.", "",
-           "Mean ± std over seeds 1–3 (valid: what a user would select on; test: the synthetic set's test fold). For reference, "
-           "a linear fit of the label on the planted adjective level — the best any text-only model can do here — reaches "
-           "test Corr ≈ 0.59, MAE ≈ 0.93.", ""]
+           "Mean ± std over seeds 1–3 (valid: what a user would select on; test: the synthetic set's test fold).", ""]
     for title, teacher_step, rows in XM_TABLES:
         teacher = load(teacher_step)
         out += [f"**{title}**", "", "| text-only student | valid MAE ↓ | valid Corr ↑ | test MAE ↓ | test Corr ↑ | test Non0_acc_2 | test Mult_acc_7 |",
@@ -510,7 +537,7 @@ def crossmodal_section() -> list[str]:
 
 def commands_section() -> list[str]:
     out = ["## Commands", "", "Each step, in the order `run` executes it (outputs in `logs/distillation_report/<step>/`):", ""]
-    for name, _ in STEPS:
+    for name, _, _ in STEPS:
         m = load(name)
         seconds = f" — {m['train_seconds']:.0f} s training" if m and "train_seconds" in m else ""
         status = "" if m else " — *not run*"
@@ -533,7 +560,7 @@ def main() -> None:
         REPORT.write_text(render())
         print(f"wrote {REPORT}")
     else:
-        for name, _ in STEPS:
+        for name, _, _ in STEPS:
             print(f"{name}: {shown(name)}")
 
 
