@@ -8,7 +8,11 @@
     mmsenti stream broker start | produce | run | consume | verify   (docs/streaming.md)
 
 Each sub-command lives beside the code it drives; this file only wires the parsers. Problems the
-user can fix print one ``error:`` line and exit with status 2.
+user can fix print one ``error:`` line and exit with status 2: an :class:`~mmsenti.errors.MmsentiError`,
+and any well-known input failure that escaped (a missing, unreadable or damaged file, not UTF-8, not
+JSON: :func:`~mmsenti.errors.describe_input_error`). Anything else is a bug: its traceback prints,
+with a line saying so (exit 1). ``mmsenti --debug ...`` (or ``MMSENTI_DEBUG=1``) re-raises every
+error, so the full traceback prints.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from mmsenti.errors import MmsentiError
+from mmsenti.errors import DEBUG_ENV, MmsentiError, debug_requested, describe_input_error, internal_error_line
 
 # each module defines add_commands(subparsers): data (download/inspect/synth), export (export/bench/
 # report), media (extract/predict), serve (serve), stream (broker/produce/run/consume/verify)
@@ -53,6 +59,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmsenti", description="Fast multimodal sentiment analysis research tools.")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of any error (also {DEBUG_ENV}=1; allowed anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="versions and every registered kind (encoders, fusions, sources, extractors, ...)")
@@ -72,18 +80,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``--debug`` may come anywhere (``mmsenti predict ... --debug``): take it out before parsing."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    return [a for i, a in enumerate(argv) if not (i < end and a == "--debug")], debug
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The values given on the command line, by flag: what an error that names no file is traced to."""
+    return {("--" + k.replace("_", "-")) if not k.startswith("-") else k: v for k, v in vars(args).items()
+            if k not in ("func", "debug") and not k.endswith("command") and v is not None and not isinstance(v, bool)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv, debug_flag = _split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = debug_requested(debug_flag or args.debug)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return int(func(args) or 0)
-    except MmsentiError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("interrupted", file=sys.stderr)
         return 130
+    except MmsentiError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if debug:
+            raise
+        message = describe_input_error(err, _inputs(args))
+        if message is None:  # not an input problem: a bug, whose traceback is what a report needs
+            traceback.print_exc()
+            print(internal_error_line(err), file=sys.stderr)
+            return 1
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -98,12 +98,46 @@ def _datamodule_facts(datamodule) -> dict[str, Any]:
             "collapse": hp.get("collapse"), "text_normalization": hp.get("text_normalization")}
 
 
+def _training_data(datamodule, source: dict[str, Any] | None, data_config: dict[str, Any] | None) -> tuple[dict | None, str]:
+    """The settings of the data the model was trained on, and where they came from: the export's
+    datamodule, else ``data_config`` (a checkpoint's), else the source checkpoint's (its datamodule
+    hyper-parameters or its run's ``resolved_config.yaml``)."""
+    if datamodule is not None:
+        return {**dict(datamodule.hparams), "location": str(getattr(datamodule, "location", ""))}, "the export's data"
+    if data_config:
+        return dict(data_config), "the checkpoint's data config"
+    ckpt = (source or {}).get("checkpoint")
+    if ckpt and Path(ckpt).is_file():
+        from mmsenti.models.checkpoint import _run_config, read_checkpoint
+
+        try:
+            hp = dict(read_checkpoint(ckpt).get("datamodule_hyper_parameters") or _run_config(Path(ckpt))[0].get("data") or {})
+        except MmsentiError:
+            hp = {}
+        if hp:
+            return hp, "the checkpoint's data config"
+    return None, "nothing"
+
+
+def extractor_facts(model_dims: dict[str, int], datamodule=None, source: dict[str, Any] | None = None,
+                    data_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest's ``extractors``: for each frame modality of the engine (``model_dims``: modality ->
+    width), the extractor that made the training features (:func:`mmsenti.media.csd_writer.training_extractors`)."""
+    from mmsenti.media.csd_writer import training_extractors
+
+    data, origin = _training_data(datamodule, source, data_config)
+    return training_extractors(data, model_dims, origin)
+
+
 def export_model(model, out_dir: str | Path, options: ExportOptions | None = None, datamodule=None,
-                 source: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
+                 source: dict[str, Any] | None = None, name: str | None = None,
+                 data_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` (a :class:`SentimentModel`) to ``out_dir``; returns the manifest written there.
 
     ``format="triton"``: ``out_dir`` is a Triton model repository; the ONNX export becomes a version
-    of a model in it (:func:`mmsenti.export.triton.export_triton`).
+    of a model in it (:func:`mmsenti.export.triton.export_triton`). ``data_config``: the settings of
+    the training data when no ``datamodule`` is given (a checkpoint's ``data_config``); the manifest's
+    ``extractors`` are read from that data (else from the source checkpoint's record of it).
     """
     from mmsenti.export.onnx_export import check_parity, export_onnx, metric_drift, onnx_ops, parity_tolerance
     from mmsenti.export.quantize import calibration_feeds, convert_fp16, quantize_dynamic_int8, quantize_static_int8
@@ -205,6 +239,7 @@ def export_model(model, out_dir: str | Path, options: ExportOptions | None = Non
             "tensorrt": tensorrt_info,
             "task": model.config.task,
             "text": {"normalization": model.config.text_normalization},
+            "extractors": extractor_facts({m: int(dims[m]) for m in wrapper.frame_modalities}, datamodule, source, data_config),
             "parity": parity,
             "metrics": {"source_run": (source or {}).get("run_metrics", {}), "engine": engine_metrics},
             "data": _datamodule_facts(datamodule),

@@ -58,7 +58,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from mmsenti.errors import MmsentiError
+
     from .extract import extract_dataset
+
+    if args.detect_every < 1:
+        raise MmsentiError(f"--detect-every must be >= 1, got {args.detect_every}")
+    if not args.max_seconds > 0:
+        raise MmsentiError(f"--max-seconds must be > 0, got {args.max_seconds:g}")
 
     face = None if args.no_vision else {"name": "face_expression", "parameters": {"detect_every": args.detect_every}}
     manifest = extract_dataset(args.dataset_dir, args.out, workers=max(1, args.workers), audio=args.audio, face=face,

@@ -14,13 +14,18 @@ as in training) and scores them with the one runtime :class:`~mmsenti.runtime.pr
 Either way text is normalised by the model's own rule (:mod:`mmsenti.text`), and polarity is the
 one rule there.
 
-Which extractors and settings (they must be the ones the training features came from):
+Which extractors and settings (they must be the ones the training features came from), per frame
+modality:
 
-1. ``--features DIR``: the feature folder the model was trained on; its CSD metadata
+1. an export: its manifest's ``extractors`` (recorded at export from the training data's CSD
+   metadata, :func:`mmsenti.media.csd_writer.training_extractors`). ``--features DIR`` naming
+   another extractor is an error; where the manifest records none (the synthetic set, an MMSA
+   pickle, an export older than the field) the sources below are used, with a ``note`` saying so;
+2. ``--features DIR``: the feature folder the model was trained on; its CSD metadata
    (``extractor``: name, version, parameters) rebuilds the same extractors;
-2. otherwise the export's manifest (``extractors``), or the data folder the checkpoint's
-   datamodule read (``data.root``), whose CSD metadata is read as in 1;
-3. otherwise the default extractors and ``mode=aligned`` (a note says so in the output).
+3. otherwise the data folder of the export's ``data.location`` or of the checkpoint's datamodule
+   (``data.root``), whose CSD metadata is read as in 2;
+4. otherwise the default extractors and ``mode=aligned`` (the output says so).
 
 The model's feature widths are checked against the extractors' (a mismatch is an error naming
 both). Word timings follow :mod:`mmsenti.media.text` (``--words`` file, else spread over the
@@ -66,6 +71,60 @@ def load_predictor(model: str | os.PathLike, features: str | os.PathLike | None 
     return ClipPredictor.load(path, features=features, threads=threads)
 
 
+def resolve_extractors(recorded: dict[str, Any] | None, frame_modalities: list[str], features: str | os.PathLike | None,
+                       root: Path | None, manifest_path: str | os.PathLike | None = None
+                       ) -> tuple[dict[str, Any] | None, str, list[str]]:
+    """The extractor specs to rebuild (``{"audio": spec, "vision": spec, "max_seconds": s}``), where they
+    came from, and notes (see the module docstring for the order).
+
+    ``manifest_path``: the export's manifest (``None``: a checkpoint, which has none); ``recorded``: its
+    ``extractors`` (``None``: an export from before they were recorded). ``features``: ``--features``;
+    ``root``: the training data folder the model's settings name.
+    """
+    from .csd_writer import describe_extractor, read_extraction_specs, same_extractor
+
+    given = None
+    if features:
+        given = read_extraction_specs(features) if Path(features).is_dir() else None
+        if given is None:
+            raise MmsentiError(f"--features {features}: no extracted CSD files with extractor metadata there")
+    if given is not None:
+        other, other_origin = given, f"the CSD metadata in {features} (--features)"
+    else:
+        found = read_extraction_specs(root) if root is not None and root.is_dir() else None
+        other, other_origin = found, (f"the CSD metadata in {root}" if found else "defaults (no feature folder found)")
+    if manifest_path is None or not frame_modalities:  # a checkpoint, or an engine that takes no frames
+        return other, other_origin, []
+    if recorded is None:
+        return other, other_origin, [f"{manifest_path} records no feature extractors (an export from before they were "
+                                     f"recorded): using {other_origin}; re-export to record them"]
+    specs: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    notes: list[str] = []
+    reasons = recorded.get("reasons") or {}
+    for m in frame_modalities:
+        spec = recorded.get(m)
+        if isinstance(spec, dict):
+            mine = (given or {}).get(m)
+            if isinstance(mine, dict) and not same_extractor(spec, mine):
+                raise MmsentiError(f"--features {features}: its {m} extractor, {describe_extractor(mine, spec)}, is not the one "
+                                   f"this model was trained with, {describe_extractor(spec, mine)} (recorded in {manifest_path}); "
+                                   f"drop --features (the manifest's is used) or export a model trained on those features")
+            specs[m], origins[m] = spec, "the manifest"
+        else:
+            fallback = (other or {}).get(m)
+            specs[m], origins[m] = fallback, (other_origin if fallback else "defaults")
+            why = reasons.get(m) or "not recorded"
+            notes.append(f"{manifest_path} records no {m} extractor ({why}): using {origins[m]}")
+    seconds = recorded.get("max_seconds") if any(o == "the manifest" for o in origins.values()) else None
+    specs["max_seconds"] = seconds if seconds is not None else (other or {}).get("max_seconds")
+    if len(set(origins.values())) == 1:
+        origin = next(iter(origins.values()))
+    else:
+        origin = "; ".join(f"{m}: {o}" for m, o in origins.items())
+    return specs, origin, notes
+
+
 class _ClipFeatures:
     """Extracts a clip with the training-time extractors and turns it into one model sample."""
 
@@ -92,13 +151,12 @@ class _ClipFeatures:
         defaults = {"audio": len(PROSODY_FEATURES), "vision": len(FACE_FEATURES)}
         return {m: int((self.specs.get(m) or {}).get("dim") or defaults[m]) for m in ("audio", "vision")}
 
-    def sample(self, clip: str | os.PathLike, text: str | None, words: str | os.PathLike | None) -> tuple[dict, dict]:
+    def sample(self, clip: str | os.PathLike, text: str | None, stamps: tuple[list[str], np.ndarray] | None
+               ) -> tuple[dict, dict]:
         from mmsenti.data.align import collapse_frames, subsample_frames
 
         from .clip import extract_clip
-        from .text import read_word_timestamps
 
-        stamps = read_word_timestamps(words) if words else None
         result = extract_clip(clip, text, self.extractors, stamps)
         sample: dict[str, Any] = {"id": str(clip), "text": result.transcript.text, "label": 0.0}
         mode = self.data.get("mode", "aligned")
@@ -124,6 +182,7 @@ class ClipPredictor:
 
     def __init__(self, engine, specs: dict[str, Any] | None, data: dict[str, Any], source: dict[str, Any]):
         self.engine = engine
+        self.notes: list[str] = []  # how the extractors were chosen, when not from the manifest (clip results carry them)
         self.source = source
         self.modalities = list(engine.modalities)
         self.frame_modalities = list(engine.frame_modalities)
@@ -132,17 +191,17 @@ class ClipPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike, features: str | os.PathLike | None = None,
              threads: int | None = None) -> "ClipPredictor":
-        from .csd_writer import read_extraction_specs
-
         path = Path(path)
+        recorded: dict[str, Any] | None = None
         if path.is_dir():
             from mmsenti.runtime.predictor import Predictor
 
             engine = Predictor.load(path, threads=threads or 1)
             manifest = engine.manifest
             data = {k: v for k, v in (manifest.get("data") or {}).items() if v is not None}
-            specs, origin = manifest.get("extractors"), "the manifest"
-            root = Path(features) if features else (Path(data["location"]) if data.get("location") else None)
+            recorded = manifest.get("extractors") if isinstance(manifest.get("extractors"), dict) else None
+            manifest_path: Path | None = path / "manifest.json"
+            root = Path(data["location"]) if data.get("location") else None
             kind = f"export ({manifest.get('format')} {manifest.get('variant')} {manifest.get('precision')})"
         else:
             if threads:
@@ -159,17 +218,13 @@ class ClipPredictor:
             if data.get("source") not in (None, "csd", "synthetic"):
                 data.pop("root", None)  # a file source (pickle, label.csv) holds no extractor metadata
             engine = eager_predictor(loaded.model, int(data.get("max_text_len") or 64), name=path.stem)
-            specs, origin = None, None
-            root = Path(features) if features else (Path(data["root"]) if data.get("root") else None)
-            kind = "checkpoint"
-        if not specs:
-            specs = read_extraction_specs(root) if root is not None and root.is_dir() else None
-            origin = f"the CSD metadata in {root}" if specs else "defaults (no feature folder found)"
-            if features and specs is None:
-                raise MmsentiError(f"--features {features}: no extracted CSD files with extractor metadata there")
+            root = Path(data["root"]) if data.get("root") else None
+            kind, manifest_path = "checkpoint", None
+        specs, origin, notes = resolve_extractors(recorded, list(engine.frame_modalities), features, root, manifest_path)
         source = {"model": str(path), "kind": kind, "extractor_settings": origin, "data_mode": data.get("mode", "aligned"),
                   "text_normalization": engine.text_normalization}
         predictor = cls(engine, specs, data, source)
+        predictor.notes = notes
         predictor.predict_text("warm up")  # first run pays one-off allocations; timings after load exclude it
         return predictor
 
@@ -179,7 +234,7 @@ class ClipPredictor:
         want = self.clip_features.dims()
         # checked when a clip is given: text-only prediction works whatever features the model was trained on
         self.feature_mismatch = next((
-            f"the model takes {d}-d {m} features but the extractor ({(specs or {}).get(m, {}).get('name', 'default')}) gives "
+            f"the model takes {d}-d {m} features but the extractor ({((specs or {}).get(m) or {}).get('name', 'default')}) gives "
             f"{want[m]}-d; pass --features <the folder the model was trained on>, or predict from text alone"
             for m, d in dims.items() if d != want[m]), None)
 
@@ -206,11 +261,16 @@ class ClipPredictor:
             return result
         if self.feature_mismatch:
             raise MmsentiError(self.feature_mismatch)
+        from .io import probe
+        from .text import read_word_timestamps
+
+        stamps = read_word_timestamps(words) if words else None
+        probe(clip)  # a missing, unreadable or still-image file fails now, before the extractors load
         t = time.perf_counter()
         _ = self.clip_features.extractors  # built once per predictor (CNN weights, cascade)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
-        sample, info = self.clip_features.sample(clip, text, words)
+        sample, info = self.clip_features.sample(clip, text, stamps)
         extract_s = time.perf_counter() - t
         warnings = list(info.get("warnings", []))
         if not sample["text"]:
@@ -231,6 +291,7 @@ class ClipPredictor:
         used = {m: sample.get(m) is not None for m in ("audio", "vision") if m in self.modalities}
         result.update(
             score=round(score, 4), **sentiment_fields(score), contributions=contributions, text_only=round(scores["text_only"], 4),
+            notes=list(self.notes),
             input={"clip": str(clip), "text": sample["text"], "modality_present": used, **{k: info[k] for k in ("duration", "words", "word_timing", "audio", "vision")}},
             warnings=warnings,
             timings_ms={"extractor_load": round(1000 * load_s, 1), "extraction": round(1000 * extract_s, 1),
@@ -268,6 +329,8 @@ def format_prediction(result: dict[str, Any]) -> str:
         lines.append("clip: " + ", ".join(desc))
     lines.append("timings: " + ", ".join(f"{k} {v:g} ms" for k, v in result["timings_ms"].items()))
     lines.append(f"model: {result['model']['model']} | extractors: {result['model']['extractor_settings']} | mode {result['model']['data_mode']}")
+    for note in result.get("notes", []):
+        lines.append(f"note: {note}")
     for w in result.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)

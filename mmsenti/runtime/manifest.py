@@ -5,6 +5,19 @@ runtime (:mod:`mmsenti.runtime.predictor`) needs nothing else: inputs/outputs wi
 dtypes, the tokenizer and frame-feature specs, modalities, precision, opset, the source
 checkpoint's hash, metrics at export, parity figures and library versions.
 
+``extractors`` (optional: manifests written before it was recorded load all the same) says which
+feature extractor made the training features of each frame modality the engine takes, so that
+``mmsenti predict EXPORT CLIP`` rebuilds the same one::
+
+    "extractors": {"audio": {"kind": "audio_extractor", "name": "librosa_prosody", "version": "1",
+                             "parameters": {...}, "rate": 100, "dim": 43, "file": "CMU_MOSI_COVAREP.csd", ...},
+                   "vision": null,
+                   "reasons": {"vision": "trained on the synthetic CMU-MOSI-shaped set: ..."},
+                   "max_seconds": 300.0, "source": "CSD metadata in /data/features"}
+
+A modality whose extractor is not known (the synthetic set, an MMSA pickle, CMU SDK features) is
+``null`` with its reason under ``reasons``, never a guess.
+
 Writes are atomic. A whole export is staged in a hidden sibling folder and renamed into place
 only when everything (engine, tokenizer, parity check, manifest) succeeded, so a failed export
 leaves nothing half-written; the manifest itself is written to a temp file and renamed.
@@ -72,6 +85,11 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "versions": dict,
     "created": str,
 }
+#: optional keys (absent from older manifests) -> type(s) the value must have when present
+OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "extractors": dict,
+}
+FRAME_MODALITIES = ("audio", "vision")
 TENSOR_KEYS = {"name", "dtype", "shape"}
 DTYPES = {"int64", "int32", "bool", "float32", "float16"}
 
@@ -85,11 +103,17 @@ def validate_manifest(manifest: dict[str, Any], folder: str | Path | None = None
 
     Returns the manifest; raises :class:`MmsentiError` naming every problem found.
     """
+    if not isinstance(manifest, dict):
+        raise MmsentiError(f"invalid manifest{f' in {folder}' if folder else ''}: a JSON object expected, "
+                           f"not {type(manifest).__name__}")
     problems: list[str] = []
     for key, kind in REQUIRED.items():
         if key not in manifest:
             problems.append(f"missing '{key}'")
         elif not isinstance(manifest[key], kind):
+            problems.append(f"'{key}' should be {getattr(kind, '__name__', kind)}")
+    for key, kind in OPTIONAL.items():
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
             problems.append(f"'{key}' should be {getattr(kind, '__name__', kind)}")
     if problems:
         raise MmsentiError(f"invalid manifest: {'; '.join(problems)}")
@@ -120,6 +144,7 @@ def validate_manifest(manifest: dict[str, Any], folder: str | Path | None = None
     for key in ("path", "max_length", "pad_id"):
         if key not in manifest["tokenizer"]:
             problems.append(f"tokenizer.{key} missing")
+    problems += _extractor_problems(manifest.get("extractors"), manifest["features"])
     if folder is not None:
         folder = Path(folder)
         if not (folder / manifest["engine"]).is_file():
@@ -129,6 +154,40 @@ def validate_manifest(manifest: dict[str, Any], folder: str | Path | None = None
     if problems:
         raise MmsentiError(f"invalid manifest{f' in {folder}' if folder else ''}: {'; '.join(problems)}")
     return manifest
+
+
+def _extractor_problems(extractors: dict[str, Any] | None, features: dict[str, Any]) -> list[str]:
+    """What is wrong with a manifest's ``extractors`` (see the module docstring); ``None`` is fine (older manifests)."""
+    if extractors is None:
+        return []
+    problems = []
+    reasons = extractors.get("reasons")
+    reasons = {} if reasons is None else reasons
+    if not isinstance(reasons, dict):
+        return ["extractors.reasons should be a dict of modality -> reason"]
+    for m in FRAME_MODALITIES:
+        if m not in extractors:
+            continue
+        spec = extractors[m]
+        if spec is None:
+            if not isinstance(reasons.get(m), str) or not reasons[m]:
+                problems.append(f"extractors.{m} is null without a reason (extractors.reasons.{m})")
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"extractors.{m} should be an extractor spec (dict) or null")
+            continue
+        if not isinstance(spec.get("name"), str) or not spec["name"]:
+            problems.append(f"extractors.{m}.name missing")
+        if not isinstance(spec.get("dim"), int) or isinstance(spec.get("dim"), bool):
+            problems.append(f"extractors.{m}.dim should be an int")
+        elif m in features and isinstance(features[m], dict) and features[m].get("dim") not in (None, spec["dim"]):
+            problems.append(f"extractors.{m}.dim {spec['dim']} != features.{m}.dim {features[m]['dim']}")
+        if not isinstance(spec.get("parameters", {}), dict):
+            problems.append(f"extractors.{m}.parameters should be a dict")
+    seconds = extractors.get("max_seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+        problems.append("extractors.max_seconds should be a number or null")
+    return problems
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
@@ -143,9 +202,11 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MmsentiError(f"{folder}: no {MANIFEST_NAME}; is this an `mmsenti export` folder?")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise MmsentiError(f"{path}: not valid JSON ({err})") from err
+        raise MmsentiError(f"{path}: not valid JSON ({err}); re-export the model (mmsenti export)") from err
+    except UnicodeDecodeError as err:
+        raise MmsentiError(f"{path}: not UTF-8 JSON (byte {err.start}); re-export the model (mmsenti export)") from err
     return validate_manifest(manifest, folder)
 
 

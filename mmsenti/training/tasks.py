@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mmsenti.errors import MmsentiError
+from mmsenti.errors import MmsentiError, debug_requested, describe_input_error, internal_error_line
 from mmsenti.io import write_json_atomic
 from mmsenti.training.schema import check_config
 from mmsenti.metrics import format_metrics_table
@@ -113,13 +113,45 @@ def split_metrics(results: list[dict[str, float]], prefix: str) -> dict[str, flo
             if k.startswith(prefix + "/") and not k.endswith("_prog")}
 
 
+def _config_inputs(cfg: DictConfig) -> dict[str, Any]:
+    """The config's paths (data.root / data.path / ckpt_path): what an error that names no file is traced to."""
+    out = {}
+    for key in ("data.path", "data.root", "data.folds", "ckpt_path"):
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except Exception:  # an interpolation that cannot resolve: nothing to name
+            continue
+        if isinstance(value, str) and value:
+            out[key] = value
+    return out
+
+
 def run_safely(task: Callable[..., Any], cfg: DictConfig, *args: Any) -> Any:
-    """Run ``task(cfg, *args)``; user-fixable problems become one error line and exit code 2."""
+    """Run ``task(cfg, *args)`` under the one error policy (:mod:`mmsenti.errors`).
+
+    A user-fixable problem (:class:`MmsentiError`, or a missing / unreadable / damaged file that
+    escaped) becomes one ``error:`` line and exit code 2; anything else is a bug and keeps its
+    traceback (Hydra prints it), with a line saying so. ``+extras.debug=true`` or ``MMSENTI_DEBUG=1``
+    re-raise every error with the full traceback (Hydra's ``HYDRA_FULL_ERROR`` is set for it).
+    """
+    try:
+        debug = debug_requested(OmegaConf.select(cfg, "extras.debug", default=False))
+    except Exception:  # pragma: no cover - an unresolvable extras node
+        debug = debug_requested()
     try:
         return task(cfg, *args)
-    except MmsentiError as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        if debug:
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra trims the traceback to the task's frames otherwise
+            raise
+        message = str(err) if isinstance(err, MmsentiError) else describe_input_error(err, _config_inputs(cfg))
+        if message is None:  # a bug: Hydra prints its traceback
+            line = internal_error_line(err, " (MMSENTI_DEBUG=1 or +extras.debug=true shows every frame)")
+            log.error("%s", line)
+            print(line, file=sys.stderr)
+            raise
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
