@@ -5,7 +5,7 @@
 
 Every run starts its own broker (``mmsenti stream broker``, noida-db, 127.0.0.1, a free port) and
 stops it, and every job it starts (``mmsenti stream run``, fresh topics each time) is stopped with
-its whole process tree. The model is the text-only INT8 student, ``export/serve/student_int8``
+its whole process tree. The model is the text-only INT8 student (the BiLSTM), ``export/serve/student_int8``
 (made by ``python benchmarks/bench_serve.py --make-exports export/serve`` when absent); its second
 seed ``student_int8_v2`` is the new version of the hot update.
 

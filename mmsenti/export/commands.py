@@ -175,7 +175,7 @@ def _run_name(ckpt: str) -> str:
 def _export_summary(out: Path, m: dict[str, Any]) -> str:
     p = m["parity"]
     lines = [f"exported {out} ({m['format']} {m['variant']} {m['precision']}, {m['size_bytes'] / 1e6:.1f} MB, opset {m['opset']})",
-             f"parity vs {p['reference']}: max |score diff| {p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g}) over {len(p['cases'])} cases"]
+             f"parity vs {p['reference']}: max |{p.get('compared', 'score')} diff| {p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g}) over {len(p['cases'])} cases"]
     for split, d in p.get("metrics", {}).items():
         lines.append(f"  {split} (n={d['n']}): Non0_acc_2 {100 * d['engine']['Non0_acc_2']:.2f}% "
                      f"(drift {100 * d['drift']['Non0_acc_2']:+.2f} pt), MAE {d['engine']['MAE']:.4f} "
