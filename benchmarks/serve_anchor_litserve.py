@@ -66,11 +66,12 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=32, help="LitServe max_batch_size (1 = batching off)")
     ap.add_argument("--max-wait-ms", type=float, default=2.0, help="LitServe batch_timeout, in ms")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--workers", type=int, default=1, help="LitServe inference workers (workers_per_device), each with the engine")
     ap.add_argument("--fast-queue", action="store_true", help="LitServe's ZeroMQ queues instead of multiprocessing ones")
     args = ap.parse_args()
     api = PredictorAPI(args.export, args.threads, max_batch_size=args.max_batch,
                        batch_timeout=args.max_wait_ms / 1000 if args.max_batch > 1 else 0.0, api_path="/v1/predict")
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=30, fast_queue=args.fast_queue)
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers, timeout=30, fast_queue=args.fast_queue)
     server.run(host=args.host, port=args.port, num_api_servers=1, log_level="warning", generate_client_file=False)
     return 0
 

@@ -330,7 +330,7 @@ def test_settings_and_cli_refuse_bad_values_in_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- backpressure
 def test_full_queue_answers_429_at_once_and_recovers(text_export):
     async def go():
-        async with serving(settings_for(text_export, max_batch=2, max_wait_ms=0, queue_size=4,
+        async with serving(settings_for(text_export, max_batch=2, max_wait_ms=0, queue_size=4, max_queue_ms=0,
                                         limits=Limits(max_items=4))) as (app, client):
             model = registry_of(app).get()
             release, entered = block_engine(model)
@@ -354,6 +354,31 @@ def test_full_queue_answers_429_at_once_and_recovers(text_export):
     assert [r.status_code for r in done] == [200] * 5 and after.status_code == 200
     assert sample_value(metrics, "mmsenti_errors_total", model="tiny", reason="queue_full") == 1
     assert sample_value(metrics, "mmsenti_queue_items", model="tiny") == 0
+
+
+def test_queue_wait_budget_refuses_by_estimated_time_not_only_by_count():
+    """--max-queue-ms: the queue holds at most that much of the engine's recent work per item."""
+    gate = threading.Event()
+
+    def run_batch(items):
+        gate.wait(10)
+        return list(items)
+
+    async def go():
+        batcher = MicroBatcher(run_batch, max_batch=1, max_wait_s=0, queue_size=100, max_queue_s=0.05)
+        batcher.start()
+        assert batcher.submit(["no estimate yet"]) is not None  # before any batch ran: only the count bound
+        await wait_until(lambda: batcher.queued == 0)  # in the (blocked) engine
+        batcher.item_seconds = 0.01  # as if measured: 10 ms per item -> 5 items fill 50 ms
+        accepted = [batcher.submit([f"q{i}"]) for i in range(5)]
+        with pytest.raises(QueueFull, match=r"the queue holds 60 ms of work \(5 items\), more than the limit of 50 ms"):
+            batcher.submit(["one too many"])
+        gate.set()
+        await asyncio.gather(*accepted)
+        await batcher.close()
+        return batcher.item_seconds
+
+    assert asyncio.run(go()) is not None  # the worker keeps the moving average up to date
 
 
 # ----------------------------------------------------------------------------- hot swap

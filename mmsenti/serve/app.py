@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from time import perf_counter
@@ -67,6 +68,7 @@ log = logging.getLogger("mmsenti.serve")
 
 JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")  # the second: curl -d's default
 MAX_ID_CHARS = 256
+GC_THRESHOLD_0 = 20_000  # allocations between young-generation collections while serving (CPython's default: 700-2,000)
 KEY_HEADERS = ("x-user-id", "x-session-id")  # sticky A/B assignment, after the body's key / user_id
 Mode = Literal[MODES]  # the one list: mmsenti.lexicon.hybrid.MODES
 Frames = list[list[FiniteFloat]]
@@ -282,6 +284,12 @@ def create_app(settings: ServeSettings, registry: ModelRegistry | None = None) -
         await registry.start()
         router.start()
         router.export_weights()
+        if settings.gc_freeze:
+            # the loaded models, tokenizers and app are permanent: moved out of the collector's view, and
+            # young collections made rarer, so a full collection never stalls the event loop mid-burst
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
         watcher = None
         if settings.model_repo:
             await registry.scan_repo()

@@ -20,9 +20,11 @@ Forming a batch:
 Isolation: if an engine call raises, its items are re-run one by one and only the failing
 item(s) carry the exception; their batch-mates get their results.
 
-Backpressure: at most ``queue_size`` items wait; :meth:`submit` beyond that raises
-:class:`QueueFull` at once (the server answers 429), so memory and queueing delay stay bounded and
-the queue empties on its own when the load drops. :meth:`close` stops taking new items, finishes
+Backpressure: at most ``queue_size`` items wait, and (``max_queue_s``) no more than the engine
+clears in that long — the queue's estimated wait is its length times the engine's recent seconds
+per item (a moving average over the last batches); :meth:`submit` beyond either raises
+:class:`QueueFull` at once (the server answers 429), so memory and queueing delay stay bounded
+whatever the engine's speed, and the queue empties on its own when the load drops. :meth:`close` stops taking new items, finishes
 every queued one, then stops the worker thread (graceful shutdown, and the old model after a swap).
 """
 
@@ -43,8 +45,12 @@ WINDOW = 4  # length grouping looks at the oldest WINDOW * max_batch items
 class QueueFull(Exception):
     """The queue holds ``queue_size`` items already; retry after ``retry_after`` seconds."""
 
-    def __init__(self, queued: int, queue_size: int, retry_after: int = 1):
-        super().__init__(f"the queue is full ({queued} of {queue_size} items waiting); retry after {retry_after} s")
+    def __init__(self, queued: int, queue_size: int, retry_after: int = 1, wait_s: float | None = None,
+                 max_queue_s: float | None = None):
+        why = (f"the queue holds {wait_s * 1000:.0f} ms of work ({queued} items), more than the limit of "
+               f"{max_queue_s * 1000:.0f} ms (--max-queue-ms)" if wait_s is not None
+               else f"the queue is full ({queued} of {queue_size} items waiting)")
+        super().__init__(f"{why}; retry after {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -72,13 +78,15 @@ class MicroBatcher:
     """Batches items for ``run_batch(items) -> results`` (called in the worker thread, one call at a time)."""
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], max_batch: int = 32, max_wait_s: float = 0.002,
-                 queue_size: int = 256, metrics=None, name: str = "model"):
+                 queue_size: int = 256, metrics=None, name: str = "model", max_queue_s: float | None = None):
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch and queue_size must be >= 1, max_wait_s >= 0")
         self.run_batch = run_batch
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_s)
         self.queue_size = int(queue_size)
+        self.max_queue_s = float(max_queue_s) if max_queue_s else None
+        self.item_seconds: float | None = None  # moving average of engine seconds per item (set by the worker)
         self.metrics = metrics  # a ModelMetrics, or None
         self.name = name
         self._pending: deque[_Entry] = deque()
@@ -123,6 +131,11 @@ class MicroBatcher:
         queued = len(self._pending)
         if queued + len(items) > self.queue_size:
             raise QueueFull(queued, self.queue_size)
+        per_item = self.item_seconds
+        if self.max_queue_s is not None and per_item is not None and queued:
+            wait = (queued + len(items)) * per_item
+            if wait > self.max_queue_s:
+                raise QueueFull(queued, self.queue_size, wait_s=wait, max_queue_s=self.max_queue_s)
         future = asyncio.get_running_loop().create_future()
         if not items:
             future.set_result([])
@@ -218,12 +231,15 @@ class MicroBatcher:
                     except Exception as one:
                         outs.append(one)
         self.batches += 1
+        elapsed = perf_counter() - start
+        per_item = elapsed / len(batch)
+        self.item_seconds = per_item if self.item_seconds is None else 0.8 * self.item_seconds + 0.2 * per_item
         m = self.metrics
         if m is not None:
             for e in batch:
                 m.queue_wait_seconds.observe(start - e.enqueued)
             m.batch_size.observe(len(batch))
-            m.engine_seconds.observe(perf_counter() - start)
+            m.engine_seconds.observe(elapsed)
             m.items.inc(len(batch))
         return outs
 

@@ -1,7 +1,7 @@
 """``mmsenti serve`` (wired into the ``mmsenti`` command by :mod:`mmsenti.cli`).
 
     mmsenti serve EXPORT_DIR [--port 8000] [--host 127.0.0.1] [--workers 1] [--max-batch 32 --max-wait-ms 2]
-                  [--no-batching] [--threads 1] [--queue-size 256] [--model-repo DIR [--poll-s 2]] [--name NAME]
+                  [--no-batching] [--threads 1] [--queue-size 256 --max-queue-ms 50] [--model-repo DIR [--poll-s 2]] [--name NAME]
                   [--max-items 64] [--max-text-chars 5000] [--max-frames 1024] [--max-body-mb 16]
                   [--drain-s 30] [--access-log] [--log-level info]
                   [--no-cache | --cache-size N --cache-mb MB --cache-ttl S] [--near-cache [--near-threshold 0.8]]
@@ -70,6 +70,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per model (default 1)")
     p.add_argument("--queue-size", type=int, default=256,
                    help="items waiting per model beyond which requests get 429 + Retry-After (default 256)")
+    p.add_argument("--max-queue-ms", type=float, default=50.0,
+                   help="queued work per model (items x the engine's recent time per item) beyond which requests get "
+                        "429 + Retry-After: bounds the queueing delay whatever the engine's speed (default 50; 0 = off)")
     p.add_argument("--model-repo", default=None, help="watch DIR/<name>/<version>/ export folders and serve each "
                    "name's highest version (Triton-style layout)")
     p.add_argument("--poll-s", type=float, default=2.0, help="model-repo poll period in seconds (default 2)")
@@ -200,7 +203,7 @@ def settings_from_args(args: argparse.Namespace):
     return ServeSettings.build(
         export=args.export, name=args.name, model_repo=args.model_repo, poll_s=args.poll_s, host=args.host,
         port=args.port, workers=args.workers, threads=args.threads, max_batch=1 if args.no_batching else args.max_batch,
-        max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, queue_size=args.queue_size, limits=limits,
+        max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, queue_size=args.queue_size, max_queue_ms=args.max_queue_ms, limits=limits,
         drain_s=args.drain_s, access_log=args.access_log, log_level=args.log_level, handle_sighup=True, cache=cache,
         mode=args.mode, lexicons=lexicons, blend_weight=args.blend_weight, override_confident=args.override_confident,
         shadow_queue=args.shadow_queue)
@@ -305,4 +308,4 @@ def _announce(settings, what: str) -> None:
                                               + (" + near" if c.near else "") + (" + redis" if c.redis_url else ""))
     mode = f", mode {settings.mode}" if settings.mode != "model" else ""
     print(f"mmsenti serve: {what}; http://{settings.host}:{settings.port} ({batching}, queue {settings.queue_size} "
-          f"items, {settings.threads} engine thread(s), {cache}{mode})", file=sys.stderr, flush=True)
+          f"items / {settings.max_queue_ms:g} ms, {settings.threads} engine thread(s), {cache}{mode})", file=sys.stderr, flush=True)

@@ -73,11 +73,13 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(32, ge=1)  # items per engine call; 1 = no batching
     max_wait_ms: float = Field(2.0, ge=0)  # how long the oldest queued item waits for batch-mates
     queue_size: int = Field(256, ge=1)  # queued items per model beyond which requests get 429
+    max_queue_ms: float = Field(50.0, ge=0)  # queued work (items x engine time per item) beyond which requests get 429; 0 = off
     limits: Limits = Field(default_factory=Limits)
     drain_s: float = Field(30.0, ge=0)  # graceful shutdown: how long in-flight requests may take to finish
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     handle_sighup: bool = False  # reload models on SIGHUP (the CLI turns it on; tests and embedders leave it off)
+    gc_freeze: bool = True  # freeze the startup heap and make young GC collections rarer (tail latency)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     mode: str = "model"  # the hybrid mode of requests that name none (mmsenti.lexicon.hybrid.MODES)
     lexicons: list[str] | None = None  # shipped names or files (--lexicon); None: DEFAULT_LEXICONS when needed

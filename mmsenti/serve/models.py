@@ -316,7 +316,8 @@ class ModelRegistry:
         s = self.settings
         model.metrics = ModelMetrics(self.metrics, model.name)
         model.batcher = MicroBatcher(model.run_batch, max_batch=s.max_batch, max_wait_s=s.max_wait_s,
-                                     queue_size=s.queue_size, metrics=model.metrics, name=model.name)
+                                     queue_size=s.queue_size, metrics=model.metrics, name=model.name,
+                                     max_queue_s=s.max_queue_ms / 1000 if s.max_queue_ms else None)
         old = self.models.get(model.name)
         self.models[model.name] = model  # the swap: one assignment; requests resolved after it go to `model`
         if activate:
