@@ -349,3 +349,18 @@ def test_train_py_debug_override(tmp_path):
             "extras.print_config=false"]
     debug = subprocess.run([*base, "+extras.debug=true"], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "MmsentiError" in debug.stderr, debug.stderr[-3000:]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["bench", "some_export", "--runs", "0"], "--runs"),
+    (["bench", "some_export", "--seq=-3"], "--seq"),
+    (["data", "download", "mosi", "--timeout", "-1"], "--timeout"),
+    (["data", "download", "mosi", "--mirror", "notaurl"], "--mirror"),
+])
+def test_bad_option_values_are_usage_errors_naming_the_option(argv, option, capsys):
+    from mmsenti.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option}" in err and "Traceback" not in err

@@ -185,6 +185,7 @@ def _write_run(out: Path, step: str, **extra) -> None:
 def test_render_counts_come_from_the_runs_and_commands_name_the_experiments(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "OUT", tmp_path / "runs")
     monkeypatch.setattr(report, "FIGURE", tmp_path / "distillation.png")
+    monkeypatch.setattr(report, "REPORT", tmp_path / "distillation.md")  # no earlier render to keep sections from
     empty = report.render()  # nothing has run: every section renders, no count is stated
     assert "872" not in empty and "1,284" not in empty and "2,199" not in empty and "not run" in empty
 
@@ -203,3 +204,30 @@ def test_render_counts_come_from_the_runs_and_commands_name_the_experiments(tmp_
         assert f"`{report.shown(name)}`" in text
     assert "- `sst2_teacher_mpnet` — 12 s training: `python train.py experiment=sst2_teacher_mpnet`" in text
     assert "- `sst2_l3_kd` — *not run*: `python train.py experiment=sst2_distill_l3 distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}`" in text
+
+
+def test_partial_rerun_keeps_the_other_sections_and_shows_before_after(tmp_path, monkeypatch):
+    """Re-running only the SST-2 steps: the SST-2 section is new (with the before/after-fix table),
+    the MOSI and cross-modal sections and their commands' times are kept from the earlier render."""
+    monkeypatch.setattr(report, "OUT", tmp_path / "runs")
+    monkeypatch.setattr(report, "FIGURE", tmp_path / "distillation.png")
+    monkeypatch.setattr(report, "REPORT", tmp_path / "distillation.md")
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps({"source": "an earlier commit", "test_acc": {"sst2_teacher_mpnet": 0.8830, "sst2_l3_kd": 0.8016}}))
+    monkeypatch.setattr(report, "BEFORE_FIX", before)
+    for step in report.STEPS:  # a complete earlier run: every step with its own metrics
+        _write_run(tmp_path / "runs", step[0])
+    old = report.render()
+    report.REPORT.write_text(old.replace("## Real CMU-MOSI transcripts (text only, valid fold)\n",
+                                         "## Real CMU-MOSI transcripts (text only, valid fold)\n\nMARKER-MOSI\n"))
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    _write_run(tmp_path / "runs", "sst2_teacher_mpnet", test={**METRICS, "acc": 0.9000})
+    text = report.render()
+    assert "MARKER-MOSI" in text  # kept verbatim
+    assert text.count("*This section is kept from the previous render") == 2  # MOSI real + cross-modal
+    assert "| `sst2_teacher_mpnet` | 0.8830 | 0.9000 | +1.7 |" in text
+    assert "| `sst2_l3_kd` | 0.8016 | not run | — |" in text
+    assert "- `mosi_text_s1` — 12 s training (previous render): " in text
+    assert "- `sst2_l3_kd` — *not run*: " in text

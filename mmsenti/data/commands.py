@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from mmsenti.argtypes import http_url, positive_float
 from mmsenti.errors import MmsentiError
 
 __all__ = ["add_commands", "add_data_commands"]
@@ -62,9 +63,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--features", default="words,covarep,facet,labels",
                     help="comma-separated: words, covarep, facet, labels (default: all four), "
                          "or phonemes, glove, opensmile, opensmile_eb10, openface")
-    dl.add_argument("--mirror", metavar="URL", help="base URL holding the files flat (<URL>/<file name>)")
+    dl.add_argument("--mirror", metavar="URL", type=http_url, help="base URL holding the files flat (<URL>/<file name>)")
     dl.add_argument("--retries", type=int, default=3, help="retries per file after a transient failure (default 3)")
-    dl.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    dl.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for the server (default 30)")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=_download)
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmsenti.argtypes import positive_int
 from mmsenti.errors import MmsentiError
 from mmsenti.export import DEFAULT_OPSET, FORMATS, PRECISIONS, VARIANTS
 from mmsenti.runtime.manifest import QUANTIZATIONS
@@ -73,10 +74,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     be.add_argument("engines", nargs="+", help="export folders (with manifest.json)")
     be.add_argument("--against", metavar="CKPT", help="also time PyTorch eager on this checkpoint")
     be.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes (default 1,8,64)")
-    be.add_argument("--seq", type=int, default=32, help="tokens per sample (default 32)")
-    be.add_argument("--frames", type=int, default=50, help="audio/vision frames per sample (default 50)")
+    be.add_argument("--seq", type=positive_int, default=32, help="tokens per sample (default 32)")
+    be.add_argument("--frames", type=positive_int, default=50, help="audio/vision frames per sample (default 50)")
     be.add_argument("--threads", type=int, default=None, help="threads for every variant (default: the usable cores)")
-    be.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (fewer at larger batches)")
+    be.add_argument("--runs", type=positive_int, default=200, help="timed runs at batch 1 (fewer at larger batches)")
     be.add_argument("--warmup", type=int, default=20)
     be.add_argument("--spin", action="store_true", help="let ORT threads spin (dedicated machines only)")
     be.add_argument("--blocks", action="store_true",

@@ -44,7 +44,11 @@ def load_tokenizer(folder: str | Path, max_length: int, pad_id: int, pad_token: 
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         raise MmsentiError(f"{path}: missing; the export folder is incomplete")
-    tok = Tokenizer.from_file(str(path))
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises a bare Exception for a corrupt file
+        raise MmsentiError(f"{path}: not a readable tokenizer file ({str(err).splitlines()[0][:160]}); "
+                           "re-export the model or copy the folder again") from None
     tok.enable_truncation(max_length=int(max_length))
     tok.enable_padding(pad_id=int(pad_id), pad_token=pad_token, direction="right")
     return tok

@@ -1,7 +1,7 @@
 """``mmsenti serve`` (wired into the ``mmsenti`` command by :mod:`mmsenti.cli`).
 
     mmsenti serve EXPORT_DIR [--port 8000] [--host 127.0.0.1] [--workers 1] [--max-batch 32 --max-wait-ms 2]
-                  [--no-batching] [--threads 1] [--queue-size 256 --max-queue-ms 50] [--model-repo DIR [--poll-s 2]] [--name NAME]
+                  [--no-batching] [--threads 1] [--queue-size 256] [--max-queue-ms MS] [--model-repo DIR [--poll-s 2]] [--name NAME]
                   [--max-items 64] [--max-text-chars 5000] [--max-frames 1024] [--max-body-mb 16]
                   [--drain-s 30] [--access-log] [--log-level info]
                   [--no-cache | --cache-size N --cache-mb MB --cache-ttl S] [--near-cache [--near-threshold 0.8]]
@@ -70,9 +70,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per model (default 1)")
     p.add_argument("--queue-size", type=int, default=256,
                    help="items waiting per model beyond which requests get 429 + Retry-After (default 256)")
-    p.add_argument("--max-queue-ms", type=float, default=50.0,
+    p.add_argument("--max-queue-ms", type=float, default=0.0,
                    help="queued work per model (items x the engine's recent time per item) beyond which requests get "
-                        "429 + Retry-After: bounds the queueing delay whatever the engine's speed (default 50; 0 = off)")
+                        "429 + Retry-After: bounds the queueing delay whatever the engine's speed (default 0 = off)")
     p.add_argument("--model-repo", default=None, help="watch DIR/<name>/<version>/ export folders and serve each "
                    "name's highest version (Triton-style layout)")
     p.add_argument("--poll-s", type=float, default=2.0, help="model-repo poll period in seconds (default 2)")

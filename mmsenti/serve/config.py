@@ -73,7 +73,7 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(32, ge=1)  # items per engine call; 1 = no batching
     max_wait_ms: float = Field(2.0, ge=0)  # how long the oldest queued item waits for batch-mates
     queue_size: int = Field(256, ge=1)  # queued items per model beyond which requests get 429
-    max_queue_ms: float = Field(50.0, ge=0)  # queued work (items x engine time per item) beyond which requests get 429; 0 = off
+    max_queue_ms: float = Field(0.0, ge=0)  # queued work (items x engine time per item) beyond which requests get 429; 0 = off
     limits: Limits = Field(default_factory=Limits)
     drain_s: float = Field(30.0, ge=0)  # graceful shutdown: how long in-flight requests may take to finish
     access_log: bool = False
