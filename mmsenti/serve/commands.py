@@ -308,4 +308,4 @@ def _announce(settings, what: str) -> None:
                                               + (" + near" if c.near else "") + (" + redis" if c.redis_url else ""))
     mode = f", mode {settings.mode}" if settings.mode != "model" else ""
     print(f"mmsenti serve: {what}; http://{settings.host}:{settings.port} ({batching}, queue {settings.queue_size} "
-          f"items / {settings.max_queue_ms:g} ms, {settings.threads} engine thread(s), {cache}{mode})", file=sys.stderr, flush=True)
+          f"items{f' / {settings.max_queue_ms:g} ms' if settings.max_queue_ms else ''}, {settings.threads} engine thread(s), {cache}{mode})", file=sys.stderr, flush=True)
