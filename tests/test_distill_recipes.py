@@ -186,6 +186,7 @@ def test_render_counts_come_from_the_runs_and_commands_name_the_experiments(tmp_
     monkeypatch.setattr(report, "OUT", tmp_path / "runs")
     monkeypatch.setattr(report, "FIGURE", tmp_path / "distillation.png")
     monkeypatch.setattr(report, "REPORT", tmp_path / "distillation.md")  # no earlier render to keep sections from
+    monkeypatch.setattr(report, "ARCHIVE", tmp_path / "archive")  # nor outputs kept in the repository
     empty = report.render()  # nothing has run: every section renders, no count is stated
     assert "872" not in empty and "1,284" not in empty and "2,199" not in empty and "not run" in empty
 
@@ -212,6 +213,7 @@ def test_partial_rerun_keeps_the_other_sections_and_shows_before_after(tmp_path,
     monkeypatch.setattr(report, "OUT", tmp_path / "runs")
     monkeypatch.setattr(report, "FIGURE", tmp_path / "distillation.png")
     monkeypatch.setattr(report, "REPORT", tmp_path / "distillation.md")
+    monkeypatch.setattr(report, "ARCHIVE", tmp_path / "archive")
     before = tmp_path / "before.json"
     before.write_text(json.dumps({"source": "an earlier commit", "test_acc": {"sst2_teacher_mpnet": 0.8830, "sst2_l3_kd": 0.8016}}))
     monkeypatch.setattr(report, "BEFORE_FIX", before)
@@ -231,3 +233,14 @@ def test_partial_rerun_keeps_the_other_sections_and_shows_before_after(tmp_path,
     assert "| `sst2_l3_kd` | 0.8016 | not run | — |" in text
     assert "- `mosi_text_s1` — 12 s training (previous render): " in text
     assert "- `sst2_l3_kd` — *not run*: " in text
+
+
+def test_collect_keeps_outputs_that_render_without_the_run_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "OUT", tmp_path / "runs")
+    monkeypatch.setattr(report, "ARCHIVE", tmp_path / "archive")
+    _write_run(tmp_path / "runs", "sst2_l3_kd", test={**METRICS, "acc": 0.8123})
+    assert report.collect() == ["sst2_l3_kd"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: no run folders
+    assert report.test_acc("sst2_l3_kd") == 0.8123 and report.load("sst2_l6_kd") is None
