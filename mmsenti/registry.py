@@ -34,7 +34,7 @@ from typing import Any
 
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "sequence_encoder": ("mmsenti.models.encoders",),
-    "fusion": ("mmsenti.models.fusion",),
+    "fusion": ("mmsenti.models.fusion", "mmsenti.models.zoo.tfn", "mmsenti.models.zoo.lmf"),
     "text_backbone": ("mmsenti.models.students",),
     "text_architecture": ("mmsenti.models.adapters",),
     "text_weights": ("mmsenti.pretrained",),
