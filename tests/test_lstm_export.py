@@ -52,3 +52,22 @@ def test_bilstm_student_and_lstm_frame_encoder_export_with_parity(tmp_path):
 
     eager = eager_predictor(model).predict(["a fine film", "dull"], audio=audio)
     assert np.abs(out["score"] - eager["score"]).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_second_lstm_export_in_the_same_process_keeps_its_dynamic_axes(tmp_path):
+    """An export used to leave aten.lstm's decomposition cached: the next export froze the frame axis."""
+    import onnx
+
+    from mmsenti.export.onnx_export import export_onnx
+    from mmsenti.export.wrapper import ExportWrapper
+    from mmsenti.models import SentimentModel, SentimentModelConfig
+
+    hp = dict(modalities=["text", "audio"], text_encoder={"pretrained": "minilm_l6", "finetune": "frozen"},
+              audio_encoder={"name": "lstm", "input_dim": 43, "d_model": 8}, fusion={"name": "late", "d_model": 8})
+    for k in range(2):
+        model = SentimentModel(SentimentModelConfig.from_dict(hp)).eval()
+        export_onnx(ExportWrapper(model, "fused"), tmp_path / f"m{k}.onnx")
+        dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+                for i in onnx.load(str(tmp_path / f"m{k}.onnx")).graph.input}
+        assert dims["audio"] == ["batch", "audio_frames", 43] and dims["input_ids"] == ["batch", "seq"], (k, dims)

@@ -51,6 +51,7 @@ PARITY_SHAPES = ((1, 8, 5), (2, 32, 50), (5, 17, 1), (8, 64, 120))
 def export_onnx(wrapper: ExportWrapper, path: str | Path, opset: int = DEFAULT_OPSET, quiet: bool = True) -> dict[str, Any]:
     """Trace ``wrapper`` with the dynamo exporter and write one self-contained ``.onnx`` file."""
     wrapper = wrapper.eval()
+    _forget_rnn_decompositions()
     feeds = example_feeds(wrapper, batch=2, seq=16)
     args = to_torch_args(wrapper, feeds)
     started = time.perf_counter()
@@ -76,6 +77,21 @@ def export_onnx(wrapper: ExportWrapper, path: str | Path, opset: int = DEFAULT_O
         program.save(str(path), external_data=False)
     name_nodes_by_module(path)
     return {"opset": opset, "exporter": "torch.onnx.export(dynamo=True)", "export_seconds": round(time.perf_counter() - started, 2)}
+
+
+def _forget_rnn_decompositions() -> None:
+    """Clear the dispatch caches of the recurrent aten ops before an export.
+
+    An export leaves a cached decomposition of ``aten.lstm`` behind; the next ``torch.export`` in the
+    same process then traces LSTMs as a Python loop over the time steps, which specialises the
+    sequence axis (seen: the second export of an LSTM model got a fixed frame axis of 20 and tokens
+    of 16 instead of ``audio_frames`` / ``seq``; tests/test_lstm_export.py exports twice in one process).
+    """
+    for packet in (torch.ops.aten.lstm, torch.ops.aten.gru, torch.ops.aten.rnn_tanh, torch.ops.aten.rnn_relu):
+        for name in packet.overloads():
+            cache = getattr(getattr(packet, name), "_dispatch_cache", None)
+            if cache is not None:
+                cache.clear()
 
 
 def name_nodes_by_module(path: str | Path) -> None:
