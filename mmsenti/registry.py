@@ -8,7 +8,7 @@ validation and ``mmsenti info`` all read :func:`available`. Kinds and the module
 kind                      filled by                             what a name builds / means
 ========================  ====================================  =========================================
 ``sequence_encoder``      :mod:`mmsenti.models.encoders`        audio/vision frame encoders
-``fusion``                :mod:`mmsenti.models.fusion`          fusion modules
+``fusion``                :mod:`mmsenti.models.fusion`, zoo/     fusion modules (zoo: tfn, lmf)
 ``text_backbone``         :mod:`mmsenti.models.students`        non-HF text backbones (students)
 ``text_architecture``     :mod:`mmsenti.models.adapters`        HF encoder adapters (by ``model_type``)
 ``text_weights``          :mod:`mmsenti.pretrained`             packaged pretrained encoder weights
