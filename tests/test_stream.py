@@ -170,6 +170,44 @@ def test_kafka_settings_render_security_for_both_clients(monkeypatch):
         KafkaSettings("b:1", "SASL_PLAINTEXT", "PLAIN", "user", None)
 
 
+def test_start_gateway_relaunches_a_refusing_jvm_and_then_names_the_failure(monkeypatch, capsys):
+    """PyFlink keeps a half-made gateway in a module global: a refused first connection must drop it
+    (closed) and launch again; after the last try, one clear error."""
+    import sys
+    import types
+
+    from mmsenti.stream.job import start_gateway
+
+    closed = []
+
+    class Half:
+        def close(self):
+            closed.append(self)
+
+    fake = types.ModuleType("pyflink.java_gateway")
+    fake._gateway = None
+    outcomes = [ConnectionRefusedError("[Errno 111] Connection refused"), "gateway"]
+
+    def get_gateway():
+        fake._gateway = Half()  # set before the first call into the JVM, as PyFlink does
+        result = outcomes.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    fake.get_gateway = get_gateway
+    monkeypatch.setitem(sys.modules, "pyflink", types.ModuleType("pyflink"))
+    monkeypatch.setitem(sys.modules, "pyflink.java_gateway", fake)
+    sys.modules["pyflink"].java_gateway = fake
+    assert start_gateway(attempts=3, wait_s=0) == "gateway"
+    assert len(closed) == 1 and "starting it again (1/2)" in capsys.readouterr().err
+
+    outcomes[:] = [ConnectionRefusedError("refused")] * 2
+    with pytest.raises(MmsentiError, match=r"did not start in 2 tries \(ConnectionRefusedError: refused\).*java -version"):
+        start_gateway(attempts=2, wait_s=0)
+    assert fake._gateway is None and len(closed) == 3
+
+
 def test_job_sql_and_flink_configuration(tmp_path):
     from mmsenti.stream.clients import KafkaSettings
     from mmsenti.stream.job import (JobConfig, _interval, flink_configuration, latest_checkpoint, sink_ddl, source_ddl,

@@ -354,6 +354,33 @@ def format_window(row) -> Any:
     return Row(product_id, f"{product_id}|{start}", json.dumps(result, separators=(",", ":")))
 
 
+def start_gateway(attempts: int = 3, wait_s: float = 3.0) -> Any:
+    """PyFlink's JVM gateway, started with retries: on a loaded machine the freshly launched JVM can
+    refuse py4j's first connection (seen right after a kill -9 restart). A failed try drops the
+    half-made gateway (PyFlink keeps it in a module global and would hand it out again) and launches
+    a new JVM; the last failure is one clear error."""
+    from pyflink import java_gateway
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return java_gateway.get_gateway()
+        except Exception as exc:  # noqa: BLE001  (py4j's network errors, ConnectionRefusedError, RuntimeError)
+            broken, java_gateway._gateway = java_gateway._gateway, None
+            if broken is not None:
+                try:
+                    broken.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if attempt == attempts:
+                raise MmsentiError(f"the Flink JVM gateway did not start in {attempts} tries ({reason}); check `java -version` "
+                                   "(OpenJDK 11/17) and FLINK_HOME, and that the machine is not out of memory") from exc
+            print(f"[mmsenti stream] the Flink JVM gateway did not answer ({reason}); starting it again "
+                  f"({attempt}/{attempts - 1}) in {wait_s:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
 def run(cfg: JobConfig) -> None:
     """Build the job and execute it (blocks until it ends: ``--until-end``, a failure, or a kill)."""
     import pandas as pd
@@ -377,6 +404,7 @@ def run(cfg: JobConfig) -> None:
     if restore and cfg.until_end:
         raise MmsentiError(f"--until-end applies to a run that starts afresh, not to one restoring {restore} (its checkpoint "
                            "holds the unbounded reader's offsets); drop --until-end, or add --fresh")
+    start_gateway()  # Configuration() below is the first call into the JVM
     conf = Configuration()
     for key, value in flink_configuration(cfg, restore).items():
         conf.set_string(key, value)
