@@ -5,6 +5,8 @@
   ``keep_layers`` keeps only some of its transformer layers (a DistilBERT-style shallower student:
   ``[0, 2, 4]`` of MiniLM-L6 is MiniLM-L3); ``architecture`` other than ``hf`` builds a registered
   ``text_backbone`` instead (:mod:`mmsenti.models.students`, e.g. ``bilstm`` over the word embeddings).
+  Its frozen part (``top_k``: embeddings + bottom layers; ``frozen``: all of it) can be computed once per
+  utterance and kept (``prefix_cache``, :mod:`mmsenti.models.prefix_cache`).
 * Sequence encoders turn frame features ``[B, T, D]`` (audio prosody, facial expression) with a
   boolean mask into ``[B, T, d_model]``. They are registered by name (``conv_transformer``,
   ``lstm``) so a config picks one.
@@ -12,23 +14,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
+from mmsenti.models.adapters import adapter_for, get_path, set_path
 from mmsenti.models.attention import TransformerEncoder, TransformerEncoderLayer
+from mmsenti.models.prefix_cache import DEFAULT_MAX_MB, PrefixCache, model_key, row_keys, tensors_digest
 from mmsenti.pretrained import load_pretrained
 from mmsenti.registry import build, register
 
 
 class TextEncoder(nn.Module):
-    """A pretrained transformer encoder over token ids; returns token states ``[B, L, H]``."""
+    """A pretrained transformer encoder over token ids; returns token states ``[B, L, H]``.
+
+    ``prefix_cache=True`` (the configs' default, :mod:`mmsenti.models.prefix_cache`): with
+    ``finetune=top_k`` the embeddings and the bottom ``L - top_k`` layers run in eval mode and their
+    output is computed once per utterance and kept; later passes run only the top layers on the kept
+    states (``finetune=frozen``: the whole output is kept). The result equals the uncached encoder with
+    its frozen part in eval mode (a frozen layer is a fixed feature extractor, as ``frozen`` already
+    was). Padded positions of the output then hold what the top layers make of zeros: every consumer
+    masks them. ``prefix_cache=False`` is the plain forward of before, where the frozen bottom layers of
+    ``top_k`` still drew dropout in training mode. The cache is never used while tracing, compiling or
+    exporting (an exported graph computes the whole encoder), under autocast, or when a hook watches the
+    backbone (distillation's layer recorder): those passes run the whole backbone.
+    ``prefix_cache_dir`` also keeps the states on disk (``null``: memory only), ``prefix_cache_max_mb``
+    bounds the memory.
+    """
 
     def __init__(self, pretrained: str = "minilm_l6", finetune: str = "top_k", top_k: int = 2,
                  keep_layers: list[int] | None = None, architecture: str = "hf", backbone_options: dict | None = None,
-                 pretrained_weights: bool = True):
+                 pretrained_weights: bool = True, prefix_cache: bool = False, prefix_cache_dir: str | None = None,
+                 prefix_cache_max_mb: float = DEFAULT_MAX_MB):
         """``pretrained_weights=False`` builds the backbone from its config alone (random weights; for a
         checkpoint that holds every tensor, :mod:`mmsenti.models.checkpoint`)."""
         super().__init__()
@@ -44,12 +65,23 @@ class TextEncoder(nn.Module):
         self.hidden_size = int(self.backbone.config.hidden_size)
         self.frozen = finetune == "frozen"
         self._set_trainable(finetune, top_k)
+        # the frozen part the cache keeps: the embeddings + `frozen_layers` bottom layers, or the whole backbone
+        self.frozen_layers, self.cache_whole = self._frozen_part(finetune, top_k)
+        self.prefix_cache = PrefixCache(prefix_cache_dir, prefix_cache_max_mb) if prefix_cache and self.cache_whole is not None else None
+        self._fingerprint: tuple | None = None
         self.train()  # from_pretrained leaves the backbone in eval mode
 
     def train(self, mode: bool = True) -> "TextEncoder":
+        was_training = self.training
         super().train(mode)
-        if self.frozen:  # a frozen encoder is a fixed feature extractor: no dropout noise
+        if self.frozen or (self.prefix_cache is not None and self.cache_whole):
+            self.backbone.eval()  # a frozen encoder is a fixed feature extractor: no dropout noise
+        elif self.prefix_cache is not None:  # the frozen bottom likewise; only the top layers train
             self.backbone.eval()
+            for layer in self._layers()[self.frozen_layers:]:
+                layer.train(mode)
+        if self.prefix_cache is not None and was_training != mode:
+            self.prefix_cache.flush()  # epoch boundaries (Lightning switches modes around validation)
         return self
 
     def _set_trainable(self, finetune: str, top_k: int) -> None:
@@ -66,8 +98,129 @@ class TextEncoder(nn.Module):
                 for p in layer.parameters():
                     p.requires_grad = True
 
+    def _frozen_part(self, finetune: str, top_k: int) -> tuple[int, bool | None]:
+        """``(frozen bottom layers, whole)``: ``whole`` when nothing trains, ``None`` when nothing is frozen."""
+        if finetune == "frozen":
+            return 0, True
+        if finetune != "top_k":
+            return 0, None
+        n_layers = len(self._layers())
+        if top_k <= 0 or top_k >= n_layers:
+            return (0, True) if top_k <= 0 else (0, None)  # everything frozen / no layer frozen
+        if not hasattr(self.backbone, "embeddings"):
+            return 0, None
+        return n_layers - top_k, False
+
+    def _layers(self) -> nn.ModuleList:
+        return _encoder_layers(self.backbone)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # a traced / compiled / exported graph computes the whole encoder: the cache is eager-mode Python
+        if self.prefix_cache is not None and self.prefix_cache.enabled and not _tracing():
+            rows = self._cache_rows(input_ids, attention_mask)
+            if rows is not None:
+                return self._cached_forward(input_ids, attention_mask, *rows)
+            self.prefix_cache.bypassed += 1
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    # ------------------------------------------------------------------ the frozen-prefix cache
+    def _cache_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[int]] | None:
+        """The rows' keys and lengths when this pass may use the cache, else None (run the whole backbone)."""
+        if torch.is_autocast_enabled(input_ids.device.type):  # the kept states are of full precision
+            return None
+        frozen = self._frozen_modules()
+        if any(m.training for m in frozen) or self._hooked():
+            return None
+        if any(p.requires_grad for m in frozen for p in m.parameters(recurse=False)):
+            return None
+        return row_keys(input_ids, attention_mask)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.cache_whole:
+            return list(self.backbone.modules())
+        top = {id(m) for layer in self._layers()[self.frozen_layers:] for m in layer.modules()}
+        return [m for m in self.backbone.modules() if id(m) not in top]
+
+    def _hooked(self) -> bool:
+        from torch.nn.modules import module as torch_module
+
+        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.backbone.modules())
+
+    def _frozen_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        named = [*self.backbone.named_parameters(), *self.backbone.named_buffers()]
+        if self.cache_whole:
+            return named
+        path = adapter_for(self.backbone).layers_path
+        top = tuple(f"{path}.{i}." for i in range(self.frozen_layers, len(self._layers())))
+        return [(n, t) for n, t in named if not n.startswith(top)]
+
+    def prefix_key(self) -> str:
+        """The cache's model key for the frozen part as it is now (its weights digest is redone only when
+        a frozen tensor was replaced or changed in place)."""
+        tensors = self._frozen_tensors()
+        fingerprint = tuple((n, id(t), t._version, t.data_ptr(), t.dtype, tuple(t.shape), t.device.type) for n, t in tensors)
+        if fingerprint != self._fingerprint:
+            first = tensors[0][1]
+            config = self.backbone.config.to_dict() if hasattr(self.backbone.config, "to_dict") else vars(self.backbone.config)
+            self._prefix_key = model_key(tensors_digest(tensors), self.frozen_layers, bool(self.cache_whole),
+                                         config, first.dtype, first.device.type)
+            self._fingerprint = fingerprint
+        return self._prefix_key
+
+    def _cached_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keys: list[str],
+                        lengths: list[int]) -> torch.Tensor:
+        cache = self.prefix_cache
+        cache.use(self.prefix_key())
+        states = cache.get(keys)
+        missing = [i for i, s in enumerate(states) if s is None]
+        if missing:
+            index = torch.tensor(missing, device=input_ids.device)
+            width = max(1, max(lengths[i] for i in missing))
+            with torch.no_grad():
+                computed = self._run_frozen(input_ids[index, :width], attention_mask[index, :width])
+            for j, i in enumerate(missing):
+                states[i] = computed[j, : lengths[i]]
+                cache.put(keys[i], states[i])
+        hidden = nn.utils.rnn.pad_sequence([s.to(input_ids.device) for s in states], batch_first=True)
+        if hidden.shape[1] < input_ids.shape[1]:  # the batch is padded beyond its longest row
+            hidden = nn.functional.pad(hidden, (0, 0, 0, input_ids.shape[1] - hidden.shape[1]))
+        if self.cache_whole:
+            return hidden
+        return self._run_top(hidden, input_ids, attention_mask)
+
+    def _run_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen part's output (HF's own forward with only the bottom layers in its layer list)."""
+        if self.cache_whole:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with self._only_layers(slice(0, self.frozen_layers)):
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def _run_top(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The top layers over given input states: HF's own forward, with the embeddings' output replaced by
+        ``hidden`` and only the top layers in its layer list, so the attention mask (and MPNet's relative
+        position bias) are built exactly as in the uncached pass."""
+        handle = self.backbone.embeddings.register_forward_hook(lambda module, args, output: hidden)
+        try:
+            with self._only_layers(slice(self.frozen_layers, None)):
+                return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def _only_layers(self, part: slice) -> Iterator[None]:
+        path = adapter_for(self.backbone).layers_path
+        layers = get_path(self.backbone, path)
+        set_path(self.backbone, path, nn.ModuleList(list(layers)[part]))
+        try:
+            yield
+        finally:
+            set_path(self.backbone, path, layers)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _encoder_layers(backbone: nn.Module, purpose: str = "top_k fine-tuning") -> nn.ModuleList:
