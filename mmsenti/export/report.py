@@ -4,6 +4,11 @@
 ``mmsenti.bench/1``) and writes ``<dir>/pareto.md`` (a table) and ``<dir>/pareto.png`` (the
 scatter with the Pareto front). Accuracy is what each variant's manifest recorded for the engine
 (or, for PyTorch eager, what the bench script measured), on the named split.
+
+Every row's speed-up is given against plain eager (``x eager``) and against the best
+PyTorch-native variant of the same model (``x best native``: the fastest of eager,
+``torch.compile`` and bf16 autocast in that run, named under the table). A bench JSON written
+before those baselines existed renders with ``–`` in the best-native columns.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsenti.errors import MmsentiError
-from mmsenti.export.benchmark import BENCH_SCHEMA, validate_bench
+from mmsenti.export.benchmark import BENCH_SCHEMA, native_candidates, validate_bench
 
 ACCURACY_KEY = "Non0_acc_2"
 
@@ -38,8 +43,10 @@ def load_bench_reports(folder: str | Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def rows_from(report: dict[str, Any], split: str = "test", latency_batch: int = 1) -> list[dict[str, Any]]:
-    """One row per variant: size, latency at ``latency_batch``, throughput per batch, accuracy."""
+    """One row per variant: size, latency at ``latency_batch``, throughput per batch, accuracy, and
+    p50 speed-ups against eager (``vs_eager``) and the best PyTorch-native variant (``vs_best_native``)."""
     rows = []
+    eager, best = baselines(report, latency_batch)
     for v in report["variants"]:
         res = {r["batch"]: r for r in report["results"] if r["variant"] == v["name"]}
         if latency_batch not in res:
@@ -53,8 +60,46 @@ def rows_from(report: dict[str, Any], split: str = "test", latency_batch: int = 
             "params": v.get("params"), "p50_ms": res[latency_batch]["p50_ms"], "p99_ms": res[latency_batch]["p99_ms"],
             "throughput": {b: r["throughput_per_s"] for b, r in sorted(res.items())},
             "split": chosen, "accuracy": m.get(ACCURACY_KEY), "mae": m.get("MAE"), "corr": m.get("Corr"),
+            "vs_eager": eager["p50_ms"] / res[latency_batch]["p50_ms"] if eager else None,
+            "vs_best_native": best["p50_ms"] / res[latency_batch]["p50_ms"] if best else None,
         })
     return rows
+
+
+def baselines(report: dict[str, Any], batch: int = 1) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(eager row, best PyTorch-native row) at ``batch``; eager is the reference when it is a PyTorch
+    variant, best native is ``None`` for a bench JSON without the native baselines."""
+    res = {r["variant"]: r for r in report["results"] if r["batch"] == batch}
+    kinds = {v["name"]: v.get("kind") for v in report["variants"]}
+    ref = report["settings"]["reference"]
+    eager = res.get(ref) if kinds.get(ref) == "pytorch" else None
+    chosen = (report.get("best_native") or {}).get(f"batch={batch}")
+    return eager, (res.get(chosen["variant"]) if chosen else None)
+
+
+def native_notes(report: dict[str, Any], batch: int = 1) -> list[str]:
+    """Markdown lines naming the best PyTorch-native variant, failures, compile seconds and bf16 deviation."""
+    chosen = (report.get("best_native") or {}).get(f"batch={batch}")
+    if not chosen:
+        if any(v.get("native_group") for v in report["variants"]) or report.get("best_native") is not None:
+            return ["", f"No PyTorch-native baseline ran at batch {batch}: `x best native` is –."]
+        return ["", "This bench JSON predates the PyTorch-native baselines (`torch.compile`, bf16 autocast): its speed-ups "
+                    "are against plain eager only (`x best native` –). `python benchmarks/bench_engines.py --reuse` "
+                    "re-times the exports with them."]
+    by_name = {v["name"]: v for v in report["variants"]}
+    lines = ["", f"`x eager` and `x best native`: p50 at batch {batch} against `{report['settings']['reference']}` and against "
+                 f"the best PyTorch-native variant, **`{chosen['variant']}`** ({chosen['native']}), the lowest p50 of "
+                 f"{', '.join(f'`{n}`' for n in chosen['of'])}."]
+    for name in chosen.get("failed") or []:
+        lines.append(f"- `{name}` failed: {by_name[name].get('failed')}")
+    for v in report["variants"]:
+        if v.get("compile_seconds"):
+            secs = ", ".join(f"b={b}: {s:.1f} s" for b, s in v["compile_seconds"].items())
+            lines.append(f"- `{v['name']}`: compile time (first call per batch size, not timed) {secs}.")
+        if v.get("bf16_max_abs_diff"):
+            diff = ", ".join(f"b={b}: {d:.2g}" for b, d in v["bf16_max_abs_diff"].items())
+            lines.append(f"- `{v['name']}`: max |score − fp32 score| {diff}.")
+    return lines
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> set[str]:
@@ -80,7 +125,7 @@ def _fmt(x: Any, digits: int = 2) -> str:
 def markdown(rows: list[dict[str, Any]], front: set[str], report: dict[str, Any], source: Path) -> str:
     hw, st = report["hardware"], report["settings"]
     batches = st["batches"]
-    head = ["variant", "graph", "precision", "size MB", "p50 ms (b=1)", "p99 ms (b=1)",
+    head = ["variant", "graph", "precision", "size MB", "p50 ms (b=1)", "p99 ms (b=1)", "x eager", "x best native",
             *[f"items/s b={b}" for b in batches], f"{ACCURACY_KEY}", "MAE", "split", "Pareto"]
     lines = ["# Accuracy vs latency", "",
              f"Generated by `mmsenti report {_rel(source.parent)} --pareto` from `{source.name}`.", "",
@@ -91,11 +136,16 @@ def markdown(rows: list[dict[str, Any]], front: set[str], report: dict[str, Any]
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: r["p99_ms"]):
         cells = [r["variant"], r["graph"] or "", r["precision"] or "", _fmt(r["size_mb"], 1), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]),
+                 _fmt_x(r.get("vs_eager")), _fmt_x(r.get("vs_best_native")),
                  *[_fmt(r["throughput"].get(b), 0) for b in batches],
                  _fmt(r["accuracy"] * 100 if r["accuracy"] is not None else None, 2), _fmt(r["mae"], 4), r["split"] or "–",
                  "✓" if r["variant"] in front else ""]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"{ACCURACY_KEY} in %, MOSI convention (MMSA): zero labels dropped, sign of prediction vs label."]
+    lines += native_notes(report)
+    failed = {n: why for n, why in (report.get("failed") or {}).items()
+              if n not in ((report.get("best_native") or {}).get("batch=1") or {}).get("failed", [])}
+    lines += [f"- `{n}` failed: {why}" for n, why in failed.items()]
     lines += single_stream_table(report.get("single_stream") or {})
     return "\n".join(lines) + "\n"
 
@@ -109,7 +159,18 @@ def single_stream_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     for threads in counts:
         for r in runs[threads]["results"]:
             rows.setdefault(r["variant"], {})[(threads, r["batch"])] = r
-    head = ["variant", *[f"p50 / p99 ms b=1, {t} thr" for t in counts],
+    best_p99 = {v: min((r["p99_ms"] for (t, b), r in by.items() if b == 1), default=None) for v, by in rows.items()}
+    eager = next((sub["settings"]["reference"] for sub in runs.values()
+                  if {v["name"]: v.get("kind") for v in sub["variants"]}.get(sub["settings"]["reference"]) == "pytorch"), None)
+    natives = {n for sub in runs.values() for n in native_candidates(sub) if best_p99.get(n) is not None}
+    best_native = min(natives, key=lambda n: best_p99[n]) if natives else None
+
+    def x(base: str | None, v: str) -> str:
+        if base is None or best_p99.get(base) is None or best_p99.get(v) is None:
+            return "–"
+        return f"{best_p99[base] / best_p99[v]:.2f}x"
+
+    head = ["variant", *[f"p50 / p99 ms b=1, {t} thr" for t in counts], "x eager (p99)", "x best native (p99)",
             *[f"items/s b=64, {t} thr" for t in counts if 64 in runs[t]["settings"]["batches"]]]
     lines = ["", "## Single stream: each variant timed on its own", "",
              "Same inputs, each variant warmed up and timed in its own block (as a deployment runs one model), "
@@ -121,12 +182,21 @@ def single_stream_table(runs: dict[str, dict[str, Any]]) -> list[str]:
         for t in counts:
             r = rows[v].get((t, 1))
             cells.append(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" if r else "–")
+        cells += [x(eager, v), x(best_native, v)]
         for t in counts:
             if 64 in runs[t]["settings"]["batches"]:
                 r = rows[v].get((t, 64))
                 cells.append(f"{r['throughput_per_s']:.0f}" if r else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "`x eager (p99)` / `x best native (p99)`: batch-1 p99 at each variant's better thread count against "
+                  f"`{eager or '–'}` and against the best PyTorch-native variant, "
+                  + (f"**`{best_native}`** (lowest p99 of {', '.join(f'`{n}`' for n in sorted(natives))})." if best_native
+                     else "– (no PyTorch-native baselines in these runs).")]
     return lines
+
+
+def _fmt_x(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}x"
 
 
 def _rel(path: Path) -> str:
