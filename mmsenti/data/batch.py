@@ -4,9 +4,13 @@ A *sample* is a plain dict (what datasets return)::
 
     {"id": "videoid[3]", "text": "i loved it",
      "audio": float32 [Ta, Da] or None, "vision": float32 [Tv, Dv] or None,
-     "label": float in [-3, 3]}
+     "label": float in [-3, 3],
+     "label_T" / "label_A" / "label_V": float (optional: CH-SIMS's unimodal labels)}
 
 A missing modality (``None`` or zero frames) becomes an all-zero mask, never a separate code path.
+Unimodal labels (CH-SIMS, Yu et al., 2020: what Self-MM-style models and SIMS evaluation use) become
+``text_labels`` / ``audio_labels`` / ``vision_labels``: ``None`` when no sample of the batch has them,
+else ``[B]`` float with NaN for a sample without one.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import numpy as np
 import torch
 
 from mmsenti.text import check_normalization, normalize_text
+
+from .mmsa import UNIMODAL_LABEL_COLUMNS
+
+#: Batch field -> the sample key that carries it (``label_T`` ...: MMSA's names).
+UNIMODAL_LABEL_FIELDS: dict[str, str] = dict(zip(("text_labels", "audio_labels", "vision_labels"),
+                                                 UNIMODAL_LABEL_COLUMNS))
 
 
 @dataclass
@@ -31,6 +41,10 @@ class SentimentBatch:
     vision_mask: torch.Tensor  # [B, Tv] bool
     labels: torch.Tensor  # [B] float sentiment in [-3, 3]
     ids: list[str] = field(default_factory=list)
+    # unimodal labels (CH-SIMS label_T / label_A / label_V): [B] float, NaN where a sample has none; None: no data
+    text_labels: torch.Tensor | None = None
+    audio_labels: torch.Tensor | None = None
+    vision_labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -89,4 +103,13 @@ class SentimentCollator:
             vision_mask=vision_mask,
             labels=torch.tensor([float(s["label"]) for s in samples], dtype=torch.float32),
             ids=[str(s["id"]) for s in samples],
+            **{name: unimodal_labels(samples, key) for name, key in UNIMODAL_LABEL_FIELDS.items()},
         )
+
+
+def unimodal_labels(samples: list[dict], key: str) -> torch.Tensor | None:
+    """``[B]`` float of ``sample[key]`` (NaN where absent), or ``None`` when no sample has ``key``."""
+    values = [s.get(key) for s in samples]
+    if all(v is None for v in values):
+        return None
+    return torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float32)

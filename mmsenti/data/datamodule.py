@@ -6,6 +6,11 @@ Sources (``data.source``):
   (``data.root``), so the default run needs no download;
 * ``csd`` — a folder of CMU Multimodal SDK computational sequences (real CMU-MOSI, or features
   from ``mmsenti extract``);
+* ``mosei`` / ``synthetic_mosei`` — CMU-MOSEI's SDK files (:mod:`mmsenti.data.mosei`), or the
+  project's synthetic set in that layout (written on first use);
+* ``sims`` / ``synthetic_sims`` — CH-SIMS: MMSA-FET's ``label.csv`` with unimodal labels plus features
+  extracted by ``mmsenti extract`` (:mod:`mmsenti.data.sims`; ``data.source_options.features``), or
+  the synthetic set in that layout;
 * ``mmsa`` — an MMSA processed pickle (read with a restricted unpickler);
 * ``label_csv`` — an MMSA-FET ``label.csv`` (text only);
 * ``sst2`` — GLUE SST-2 ``train.tsv``/``dev.tsv`` (text only; labels -1/+1, see :mod:`mmsenti.data.sst2`).
@@ -64,6 +69,50 @@ def _read_synthetic(path: Path, *, scale: str, seed: int, **settings: Any):
     return _read_csd(path, **settings)
 
 
+@register("data_source", "mosei")
+def _read_mosei(path: Path, *, mode: str, folds: dict | None, on_error: str, max_frames: int | None, collapse: str,
+                files: dict | None, **_: Any):
+    """CMU-MOSEI computational sequences (the SDK's files; 7-value labels, sentiment first; SDK standard folds)."""
+    from mmsenti.data.mosei import load_mosei_csd
+
+    named = {str(k): str(v) for k, v in (files or {}).items() if v is not None}
+    return load_mosei_csd(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse,
+                          files=named or None)
+
+
+@register("data_source", "synthetic_mosei")
+def _read_synthetic_mosei(path: Path, *, scale: str, seed: int, **settings: Any):
+    """The project's synthetic set in CMU-MOSEI's SDK layout (written on first use)."""
+    ensure_synthetic(path, scale, seed, dataset="mosei")
+    return _read_mosei(path, **settings)
+
+
+#: CH-SIMS ``data.source_options`` and their defaults.
+SIMS_OPTIONS = {"features": "features"}
+
+
+@register("data_source", "sims")
+def _read_sims(path: Path, *, mode: str, folds: dict | None, on_error: str, max_frames: int | None, collapse: str,
+               files: dict | None, encoding: str = "utf-8", source_options: dict | None = None, **_: Any):
+    """CH-SIMS: MMSA-FET label.csv (unimodal labels, mode = folds) + features from `mmsenti extract`."""
+    from mmsenti.data.sims import load_sims
+
+    options = {**SIMS_OPTIONS, **(source_options or {})}
+    unknown = sorted(set(options) - set(SIMS_OPTIONS))
+    if unknown:
+        raise MmsentiError(f"data.source_options {unknown} are not CH-SIMS options; valid: {sorted(SIMS_OPTIONS)}")
+    named = {str(k): str(v) for k, v in (files or {}).items() if v is not None}
+    return load_sims(path, mode=mode, folds=folds, on_error=on_error, max_frames=max_frames, collapse=collapse,
+                     files=named or None, features=options["features"], encoding=encoding)
+
+
+@register("data_source", "synthetic_sims")
+def _read_synthetic_sims(path: Path, *, scale: str, seed: int, **settings: Any):
+    """The project's synthetic CH-SIMS (Chinese text, unimodal labels, extracted-feature layout), written on first use."""
+    ensure_synthetic(path, scale, seed, dataset="sims")
+    return _read_sims(path, **settings)
+
+
 @register("data_source", "mmsa")
 def _read_mmsa(path: Path, **_: Any):
     """An MMSA aligned/unaligned feature pickle (read with a safe unpickler)."""
@@ -98,7 +147,7 @@ def load_source(source: str, path: str | Path, *, mode: str = "aligned", scale: 
     keeps the SDK's name for that input. ``encoding``: ``label_csv`` only."""
     reader = lookup("data_source", check("data_source", source, "data.source"))
     path = Path(path).expanduser()
-    if source != "synthetic" and not path.exists():
+    if source not in SYNTHETIC_SOURCES and not path.exists():
         raise MmsentiError(f"data path {path} does not exist; set data.root / data.path (see datasets/README.md)")
     return reader(path, mode=mode, scale=scale, seed=seed, on_error=on_error, max_frames=max_frames, collapse=collapse,
                   folds=folds, source_options=source_options, files=files, encoding=encoding)
@@ -123,13 +172,20 @@ def drop_lines(report: dict[str, Any]) -> dict[str, str]:
     return lines
 
 
-def ensure_synthetic(root: Path, scale: str, seed: int) -> None:
-    """Write the synthetic CMU-MOSI-shaped set into ``root`` unless it is already there."""
-    from mmsenti.data.synthetic import write_synthetic_mosi
+#: Synthetic sources -> the data set they imitate (:func:`mmsenti.data.synthetic.write_synthetic`).
+SYNTHETIC_SOURCES = {"synthetic": "mosi", "synthetic_mosei": "mosei", "synthetic_sims": "sims"}
+#: The file each synthetic writer writes last: its presence marks a complete set.
+_SYNTHETIC_MARKERS = {"mosi": "CMU_MOSI_Opinion_Labels.csd", "mosei": "CMU_MOSEI_Labels.csd", "sims": "label.csv"}
 
-    if not (Path(root) / "CMU_MOSI_Opinion_Labels.csd").is_file():
-        log.info("writing the synthetic CMU-MOSI-shaped set (scale=%s) to %s", scale, root)
-        write_synthetic_mosi(root, scale=scale, seed=seed)
+
+def ensure_synthetic(root: Path, scale: str, seed: int, dataset: str = "mosi") -> None:
+    """Write the synthetic CMU-MOSI-shaped set (``dataset="mosei"`` / ``"sims"``: the CMU-MOSEI / CH-SIMS
+    one) into ``root`` unless it is already there."""
+    from mmsenti.data.synthetic import write_synthetic
+
+    if not (Path(root) / _SYNTHETIC_MARKERS[dataset]).is_file():
+        log.info("writing the synthetic %s-shaped set (scale=%s) to %s", dataset.upper(), scale, root)
+        write_synthetic(dataset, root, scale=scale, seed=seed)
 
 
 def frame_statistics(samples: list[dict], key: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -202,8 +258,9 @@ class SentimentDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # runs on one process only: the place to write the synthetic set before anyone reads it
-        if self.hparams.source == "synthetic":
-            ensure_synthetic(Path(self.hparams.root), self.hparams.scale, self.hparams.synth_seed)
+        if self.hparams.source in SYNTHETIC_SOURCES:
+            ensure_synthetic(Path(self.hparams.root), self.hparams.scale, self.hparams.synth_seed,
+                             dataset=SYNTHETIC_SOURCES[self.hparams.source])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

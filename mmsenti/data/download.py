@@ -1,10 +1,18 @@
-"""Download CMU-MOSI computational sequences with the CMU Multimodal SDK's recipe URLs.
+"""Download CMU-MOSI / CMU-MOSEI computational sequences with the CMU Multimodal SDK's recipe URLs.
 
 The URLs come from the installed SDK copy (``cmu-multimodal-sdk``:
 ``mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSI/cmu_mosi.py``, the ``raw``, ``highlevel`` and
-``labels`` dicts). That file is parsed as Python literals rather than imported, because importing
-anything under ``mmsdk`` loads the whole SDK; :data:`FALLBACK_URLS` holds the same URLs for when
-the SDK is missing or its layout changes.
+``labels`` dicts; ``.../CMU_MOSEI/cmu_mosei.py`` for CMU-MOSEI). That file is parsed as Python
+literals rather than imported, because importing anything under ``mmsdk`` loads the whole SDK;
+:data:`FALLBACK_URLS` (:data:`MOSEI_FALLBACK_URLS`) holds the same URLs for when the SDK is missing
+or its layout changes. One :class:`Recipe` per data set (:data:`RECIPES`) names its features; one
+engine (:func:`download_dataset`) fetches any of them.
+
+CMU-MOSEI's label file is the upstream SDK's ``labels["All Labels"]``, ``CMU_MOSEI_Labels.csd``:
+7 values per segment (sentiment in [-3, 3], then happiness, sadness, anger, surprise, disgust,
+fear in [0, 3]). The installed SDK copy (0.0.6) lists only the older split files
+(``labels_sentiment``: ``CMU_MOSEI_LabelsSentiment.csd``, ``labels_emotions``:
+``CMU_MOSEI_LabelsEmotions.csd``), so ``labels`` comes from :data:`MOSEI_FALLBACK_URLS`.
 
 Each file is fetched into ``<dest>/<name>.part`` and resumed with an HTTP ``Range`` request after
 an interrupted transfer; transient failures (connection reset, timeouts, HTTP 5xx) are retried
@@ -38,11 +46,20 @@ __all__ = [
     "DEFAULT_FEATURES",
     "FALLBACK_URLS",
     "FEATURES",
+    "MOSEI_DEFAULT_FEATURES",
+    "MOSEI_FALLBACK_URLS",
+    "MOSEI_FEATURES",
+    "RECIPES",
     "DownloadError",
     "DownloadResult",
+    "Recipe",
     "UnreachableError",
+    "dataset_urls",
+    "download_dataset",
     "download_file",
+    "download_mosei",
     "download_mosi",
+    "mosei_urls",
     "mosi_urls",
     "validate_csd_file",
 ]
@@ -82,6 +99,41 @@ SDK_PAGE = "https://github.com/CMU-MultiComp-Lab/CMU-MultimodalSDK"
 README_HINT = "see datasets/mosi/README.md"
 _SDK_RECIPE = ("mmdatasdk", "dataset", "standard_datasets", "CMU_MOSI", "cmu_mosi.py")
 
+#: CMU-MOSEI short feature names -> (SDK dict, key in it). The first four are what the MOSEI loader uses.
+MOSEI_FEATURES: dict[str, tuple[str, str]] = {
+    "words": ("raw", "words"),
+    "covarep": ("highlevel", "COVAREP"),
+    "facet": ("highlevel", "FACET 4.2"),
+    "labels": ("labels", "All Labels"),
+    "glove": ("highlevel", "glove_vectors"),
+    "phonemes": ("raw", "phones"),
+    "opensmile": ("highlevel", "OpenSMILE"),
+    "openface": ("highlevel", "OpenFace2.0"),
+    "labels_sentiment": ("labels", "Sentiment Labels"),
+    "labels_emotions": ("labels", "Emotion Labels"),
+}
+MOSEI_DEFAULT_FEATURES = ("words", "covarep", "facet", "labels")
+_MOSEI_BASE = "http://immortal.multicomp.cs.cmu.edu/CMU-MOSEI/"
+#: The SDK 0.0.6 CMU-MOSEI recipe plus the upstream SDK's 7-value label file (``All Labels``).
+MOSEI_FALLBACK_URLS: dict[str, dict[str, str]] = {
+    "raw": {
+        "words": _MOSEI_BASE + "language/CMU_MOSEI_TimestampedWords.csd",
+        "phones": _MOSEI_BASE + "language/CMU_MOSEI_TimestampedPhones.csd",
+    },
+    "highlevel": {
+        "glove_vectors": _MOSEI_BASE + "language/CMU_MOSEI_TimestampedGloveVectors.csd",
+        "COVAREP": _MOSEI_BASE + "acoustic/CMU_MOSEI_COVAREP.csd",
+        "OpenFace2.0": _MOSEI_BASE + "visual/CMU_MOSEI_VisualOpenFace2.csd",
+        "OpenSMILE": _MOSEI_BASE + "acoustic/CMU_MOSEI_openSMILE_IS09.csd",
+        "FACET 4.2": _MOSEI_BASE + "visual/CMU_MOSEI_VisualFacet42.csd",
+    },
+    "labels": {
+        "All Labels": _MOSEI_BASE + "labels/CMU_MOSEI_Labels.csd",
+        "Sentiment Labels": _MOSEI_BASE + "labels/CMU_MOSEI_LabelsSentiment.csd",
+        "Emotion Labels": _MOSEI_BASE + "labels/CMU_MOSEI_LabelsEmotions.csd",
+    },
+}
+
 CHUNK = 1 << 16
 #: Seconds before the first retry; doubled after each failed attempt (tests set it to 0).
 BACKOFF_SECONDS = 1.0
@@ -103,16 +155,43 @@ class DownloadResult:
     size: int
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """One data set's SDK download recipe: where the SDK lists its URLs and our short feature names."""
+
+    title: str  # "CMU-MOSI"
+    sdk_file: tuple[str, ...]  # path of the SDK's recipe module under the mmsdk package
+    features: dict[str, tuple[str, str]]  # short name -> (SDK dict, key)
+    defaults: tuple[str, ...]
+    fallback: dict[str, dict[str, str]]  # the same dicts, for when the SDK copy cannot be read
+    dest: str  # default destination folder
+    hint: str  # where the by-hand instructions are
+
+
+RECIPES: dict[str, Recipe] = {
+    "mosi": Recipe("CMU-MOSI", _SDK_RECIPE, FEATURES, DEFAULT_FEATURES, FALLBACK_URLS, "datasets/mosi", README_HINT),
+    "mosei": Recipe("CMU-MOSEI", ("mmdatasdk", "dataset", "standard_datasets", "CMU_MOSEI", "cmu_mosei.py"),
+                    MOSEI_FEATURES, MOSEI_DEFAULT_FEATURES, MOSEI_FALLBACK_URLS, "datasets/mosei",
+                    "see docs/datasets.md"),
+}
+
+
+def _recipe(dataset: str) -> Recipe:
+    if dataset not in RECIPES:
+        raise DownloadError(f"no download recipe for data set '{dataset}'; choose from {', '.join(RECIPES)}")
+    return RECIPES[dataset]
+
+
 # ----------------------------------------------------------------------------------------------
 # the recipe
 
 
-@lru_cache(maxsize=1)
-def _sdk_recipe() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...] | None:
+@lru_cache(maxsize=4)
+def _sdk_recipe(dataset: str = "mosi") -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...] | None:
     spec = importlib.util.find_spec("mmsdk")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*_SDK_RECIPE)
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*_recipe(dataset).sdk_file)
     found: dict[str, dict[str, str]] = {"raw": {}, "highlevel": {}, "labels": {}}
     try:
         for node in ast.parse(path.read_text()).body:
@@ -131,17 +210,29 @@ def _sdk_recipe() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...] | None:
     return tuple((group, tuple(d.items())) for group, d in found.items())
 
 
+def dataset_urls(dataset: str, features: Iterable[str] | None = None) -> dict[str, str]:
+    """Feature short name -> URL for ``dataset`` (``"mosi"`` | ``"mosei"``): from the installed SDK's
+    recipe, else the recipe's fallback URLs; ``features=None``: the recipe's defaults."""
+    recipe = _recipe(dataset)
+    sdk = _sdk_recipe(dataset)
+    groups = {g: dict(items) for g, items in sdk} if sdk else recipe.fallback
+    out = {}
+    for name in recipe.defaults if features is None else features:
+        if name not in recipe.features:
+            raise DownloadError(f"unknown {recipe.title} feature '{name}'; choose from {', '.join(recipe.features)}")
+        group, key = recipe.features[name]
+        out[name] = groups.get(group, {}).get(key) or recipe.fallback[group][key]
+    return out
+
+
 def mosi_urls(features: Iterable[str] = DEFAULT_FEATURES) -> dict[str, str]:
     """Feature short name -> URL (from the installed SDK's recipe, else :data:`FALLBACK_URLS`)."""
-    recipe = _sdk_recipe()
-    groups = {g: dict(items) for g, items in recipe} if recipe else FALLBACK_URLS
-    out = {}
-    for name in features:
-        if name not in FEATURES:
-            raise DownloadError(f"unknown CMU-MOSI feature '{name}'; choose from {', '.join(FEATURES)}")
-        group, key = FEATURES[name]
-        out[name] = groups.get(group, {}).get(key) or FALLBACK_URLS[group][key]
-    return out
+    return dataset_urls("mosi", features)
+
+
+def mosei_urls(features: Iterable[str] = MOSEI_DEFAULT_FEATURES) -> dict[str, str]:
+    """CMU-MOSEI feature short name -> URL (the SDK's recipe, else :data:`MOSEI_FALLBACK_URLS`)."""
+    return dataset_urls("mosei", features)
 
 
 def file_name(url: str) -> str:
@@ -270,6 +361,7 @@ def download_file(
     progress: bool = True,
     validate: Callable[[Path], str | None] | None = validate_csd_file,
     sleep: Callable[[float], None] = time.sleep,
+    hint: str = README_HINT,
 ) -> DownloadResult:
     """Fetch ``url`` to ``dest`` via ``dest.part`` (resumable), validate, then rename into place.
 
@@ -301,7 +393,7 @@ def download_file(
             connected = True
             last = exc
             if _no_retry(exc):
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {README_HINT}") from exc
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; {hint}") from exc
         except DownloadError as exc:  # bad resume range: retried from scratch
             connected = True
             last = exc
@@ -319,7 +411,7 @@ def download_file(
     if problem is not None:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: the downloaded file is not a valid computational sequence ({problem}); "
-                            "it was deleted, run the command again or fetch it by hand, " + README_HINT)
+                            "it was deleted, run the command again or fetch it by hand, " + hint)
     os.replace(part, dest)
     return DownloadResult(name, dest, "resumed" if resumed_any else "downloaded", dest.stat().st_size)
 
@@ -339,20 +431,48 @@ def download_mosi(
     ``mirror``: a base URL holding the files flat (``<mirror>/<file name>``) instead of the SDK's server.
     An unreachable server raises :class:`UnreachableError` with the full by-hand instructions.
     """
-    dest = Path(dest)
-    urls = mosi_urls(features)
+    return download_dataset("mosi", dest, features, mirror=mirror, retries=retries, timeout=timeout,
+                            progress=progress, log=log)
+
+
+def download_mosei(
+    dest: str | os.PathLike = "datasets/mosei",
+    features: Sequence[str] = MOSEI_DEFAULT_FEATURES,
+    **options,
+) -> list[DownloadResult]:
+    """Download CMU-MOSEI features (words, COVAREP, FACET 4.2, the 7-value labels by default) into ``dest``;
+    the same resume / retry / validation as :func:`download_mosi` (options: ``mirror``, ``retries`` ...)."""
+    return download_dataset("mosei", dest, features, **options)
+
+
+def download_dataset(
+    dataset: str,
+    dest: str | os.PathLike | None = None,
+    features: Sequence[str] | None = None,
+    *,
+    mirror: str | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[DownloadResult]:
+    """Download ``dataset``'s features (``None``: the recipe's defaults) into ``dest`` (``None``:
+    ``datasets/<dataset>``); skip files already present and valid. See :func:`download_mosi`."""
+    recipe = _recipe(dataset)
+    dest = Path(recipe.dest if dest is None else dest)
+    urls = dataset_urls(dataset, features)
     if mirror:
         urls = {k: mirror.rstrip("/") + "/" + file_name(u) for k, u in urls.items()}
     results = []
     for feature, url in urls.items():
         target = dest / file_name(url)
         try:
-            result = download_file(url, target, retries=retries, timeout=timeout, progress=progress)
+            result = download_file(url, target, retries=retries, timeout=timeout, progress=progress, hint=recipe.hint)
         except UnreachableError as err:
             todo = {k: u for k, u in urls.items() if not (dest / file_name(u)).is_file()}
             raise UnreachableError(
                 f"{err}; download the files by hand from {', '.join(todo.values())} (or the SDK: {SDK_PAGE}) "
-                f"and put them in {dest} as {', '.join(file_name(u) for u in todo.values())}, {README_HINT}"
+                f"and put them in {dest} as {', '.join(file_name(u) for u in todo.values())}, {recipe.hint}"
             ) from err
         results.append(result)
         verb = {"present": "already present, valid", "resumed": "downloaded (resumed)", "downloaded": "downloaded"}

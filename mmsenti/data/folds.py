@@ -1,10 +1,11 @@
-"""CMU-MOSI train/valid/test folds by video id.
+"""CMU-MOSI / CMU-MOSEI train/valid/test folds by video id.
 
 Results on CMU-MOSI are only comparable on the standard folds (52 / 10 / 31 videos,
 1,284 / 229 / 686 segments), which ship with the CMU SDK in
-``mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSI/cmu_mosi_std_folds.py``. We parse that file
-as Python literals instead of importing it: importing anything under ``mmsdk`` loads the whole
-SDK (~1 s), which would dominate a cached dataset load.
+``mmsdk/mmdatasdk/dataset/standard_datasets/CMU_MOSI/cmu_mosi_std_folds.py``; CMU-MOSEI's
+(2,250 / 300 / 678 videos) in ``.../CMU_MOSEI/cmu_mosei_std_folds.py`` (``dataset="mosei"``). We
+parse those files as Python literals instead of importing them: importing anything under ``mmsdk``
+loads the whole SDK (~1 s), which would dominate a cached dataset load.
 
 Precedence: an explicit ``folds`` dict, then ``folds.json`` in the data folder (the synthetic set
 writes one), then the SDK's standard folds. Fold ids missing from the data are an error by
@@ -25,6 +26,7 @@ from mmsenti.errors import MmsentiError
 
 __all__ = [
     "FOLDS_FILENAME",
+    "SDK_FOLDS_FILES",
     "SPLITS",
     "FoldAssignment",
     "FoldError",
@@ -39,6 +41,11 @@ FOLDS_FILENAME = "folds.json"
 OnError = Literal["raise", "skip"]
 
 _SDK_FOLDS_FILE = ("mmdatasdk", "dataset", "standard_datasets", "CMU_MOSI", "cmu_mosi_std_folds.py")
+#: Data set -> the SDK file holding its standard folds (under the installed ``mmsdk`` package).
+SDK_FOLDS_FILES: dict[str, tuple[str, ...]] = {
+    "mosi": _SDK_FOLDS_FILE,
+    "mosei": ("mmdatasdk", "dataset", "standard_datasets", "CMU_MOSEI", "cmu_mosei_std_folds.py"),
+}
 _SDK_NAMES = {"train": "standard_train_fold", "valid": "standard_valid_fold", "test": "standard_test_fold"}
 
 
@@ -70,13 +77,16 @@ class FoldAssignment:
         return sum(len(v) for v in self.unknown.values())
 
 
-@lru_cache(maxsize=1)
-def _sdk_folds_cached() -> tuple[tuple[str, ...], ...]:
+@lru_cache(maxsize=4)
+def _sdk_folds_cached(dataset: str = "mosi") -> tuple[tuple[str, ...], ...]:
+    if dataset not in SDK_FOLDS_FILES:
+        raise FoldError(f"no SDK standard folds for data set '{dataset}'; choose from {', '.join(SDK_FOLDS_FILES)}")
     spec = importlib.util.find_spec("mmsdk")
     if spec is None or not spec.submodule_search_locations:
         raise FoldError("the CMU SDK package is not installed (pip install cmu-multimodal-sdk==0.0.6); "
                         "pass folds= explicitly or put a folds.json in the data folder")
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*_SDK_FOLDS_FILE)
+    parts = SDK_FOLDS_FILES[dataset]
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
     found: dict[str, list[str]] = {}
     try:
         for node in ast.parse(path.read_text()).body:
@@ -84,15 +94,19 @@ def _sdk_folds_cached() -> tuple[tuple[str, ...], ...]:
                 found[node.targets[0].id] = ast.literal_eval(node.value)
         lists = [found[_SDK_NAMES[s]] for s in SPLITS]
     except (OSError, SyntaxError, ValueError, KeyError):  # layout changed: fall back to importing it
-        from mmsdk.mmdatasdk.dataset.standard_datasets.CMU_MOSI import cmu_mosi_std_folds as mod
-
-        lists = [getattr(mod, _SDK_NAMES[s]) for s in SPLITS]
+        try:
+            mod = importlib.import_module("mmsdk." + ".".join(parts)[: -len(".py")])
+            lists = [getattr(mod, _SDK_NAMES[s]) for s in SPLITS]
+        except (ImportError, AttributeError) as exc:
+            raise FoldError(f"cannot read the SDK's standard {dataset} folds from {path} ({exc}); "
+                            "pass folds= explicitly or put a folds.json in the data folder") from exc
     return tuple(tuple(str(v) for v in lst) for lst in lists)
 
 
-def sdk_standard_folds() -> dict[str, list[str]]:
-    """The SDK's standard CMU-MOSI folds: ``{"train": 52 ids, "valid": 10, "test": 31}``."""
-    return {s: list(ids) for s, ids in zip(SPLITS, _sdk_folds_cached())}
+def sdk_standard_folds(dataset: str = "mosi") -> dict[str, list[str]]:
+    """The SDK's standard folds: CMU-MOSI ``{"train": 52 ids, "valid": 10, "test": 31}``;
+    ``dataset="mosei"``: CMU-MOSEI's 2,250 / 300 / 678 video ids."""
+    return {s: list(ids) for s, ids in zip(SPLITS, _sdk_folds_cached(dataset))}
 
 
 def _validate(folds: Mapping[str, Iterable[str]], source: str) -> dict[str, list[str]]:
@@ -111,8 +125,9 @@ def _validate(folds: Mapping[str, Iterable[str]], source: str) -> dict[str, list
     return out
 
 
-def resolve_folds(root: str | Path | None = None, folds: Mapping[str, Iterable[str]] | None = None) -> ResolvedFolds:
-    """Pick the folds: explicit ``folds`` > ``<root>/folds.json`` > the SDK's standard folds."""
+def resolve_folds(root: str | Path | None = None, folds: Mapping[str, Iterable[str]] | None = None,
+                  dataset: str = "mosi") -> ResolvedFolds:
+    """Pick the folds: explicit ``folds`` > ``<root>/folds.json`` > the SDK's standard folds of ``dataset``."""
     if folds is not None:
         return ResolvedFolds(_validate(folds, "the folds argument"), "explicit")
     if root is not None:
@@ -123,7 +138,9 @@ def resolve_folds(root: str | Path | None = None, folds: Mapping[str, Iterable[s
             except ValueError as exc:
                 raise FoldError(f"{path}: not valid JSON ({exc}); fix or delete it to use the SDK folds") from exc
             return ResolvedFolds(_validate(raw, str(path)), str(path))
-    return ResolvedFolds(sdk_standard_folds(), "sdk")
+    if dataset == "mosi":
+        return ResolvedFolds(sdk_standard_folds(), "sdk")
+    return ResolvedFolds(sdk_standard_folds(dataset), f"sdk ({dataset})")
 
 
 def assign_folds(resolved: ResolvedFolds, available: Iterable[str], on_error: OnError = "raise") -> FoldAssignment:

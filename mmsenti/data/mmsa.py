@@ -15,6 +15,7 @@ Pickle layout (MMSA ``data/load_data.py``)::
         "text_bert": [N, 3, L] (unused) "audio": [N, Ta, Da]   "vision": [N, Tv, Dv]
         "audio_lengths": [N] (optional, unaligned files)   "vision_lengths": [N] (optional)
         "regression_labels": [N] in [-3, 3]   "classification_labels": [N] (optional, unused)
+        "regression_labels_T" | "_A" | "_V": [N] (optional: CH-SIMS's unimodal labels)
         "id": [N] "videoid$_$clipid"}}
 
 Each entry becomes a *sample dict* (see :mod:`mmsenti.data.batch`): text is ``raw_text`` (our
@@ -24,8 +25,10 @@ same for aligned data). Non-finite feature values (COVAREP has ``-inf``) become 
 counted in the report.
 
 :func:`read_label_csv` is the one reader of the MMSA-FET ``label.csv`` layout (``video_id,
-clip_id, text, label, mode``): :func:`load_label_csv` turns its rows into a text-only data set and
-``mmsenti extract`` into the clips to extract. A file that is not in the given ``encoding``
+clip_id, text, label, mode``, and CH-SIMS's unimodal ``label_T, label_A, label_V`` when the file has
+them): :func:`load_label_csv` turns its rows into a text-only data set, :mod:`mmsenti.data.sims` into
+CH-SIMS samples and ``mmsenti extract`` into the clips to extract. Unimodal labels travel in a sample
+under the keys :data:`UNIMODAL_LABEL_COLUMNS` (the collator puts them in the batch). A file that is not in the given ``encoding``
 (UTF-8 by default) is one error naming the line; pass ``encoding="latin-1"`` (``data.encoding``,
 ``--encoding``) for such files.
 
@@ -62,6 +65,7 @@ __all__ = [
     "MmsaFormatError",
     "MmsaReport",
     "SPLITS",
+    "UNIMODAL_LABEL_COLUMNS",
     "UnsafePickleError",
     "load_label_csv",
     "load_mmsa_pickle",
@@ -70,6 +74,8 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 LABEL_CSV_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "mode")
+#: CH-SIMS's unimodal label columns (text, audio, vision): also the sample keys that carry them.
+UNIMODAL_LABEL_COLUMNS: tuple[str, ...] = ("label_T", "label_A", "label_V")
 LABEL_RANGE = (-3.0, 3.0)
 UNSAFE_FIX = (
     "this file is not a plain MMSA feature pickle; only numpy arrays, lists, dicts, strings and numbers are loaded"
@@ -233,12 +239,25 @@ def _split_samples(path: Path, split: str, part: Any, report: MmsaReport, dims: 
     ids = _column(path, split, _require(path, split, part, "id"), "id", n)
     audio = _frames(path, split, part, "audio", n, report, dims)
     vision = _frames(path, split, part, "vision", n, report, dims)
+    unimodal = {}  # CH-SIMS pickles: regression_labels_T/A/V -> sample keys label_T/A/V
+    for column in UNIMODAL_LABEL_COLUMNS:
+        key = "regression_labels_" + column[-1]
+        if key in part:
+            values = np.asarray(part[key], dtype=np.float64).reshape(-1)
+            if len(values) != n:
+                raise MmsaFormatError(f"{path}: split '{split}' key '{key}' has {len(values)} entries, "
+                                      f"regression_labels has {n}")
+            unimodal[column] = values
     samples = []
     for i in range(n):
         text, sid = _as_str(texts[i]), _as_str(ids[i])
         _check_label(labels[i], f"{path}: split '{split}' sample {i} (id {sid})")
         report.empty_text += not text.strip()
-        samples.append({"id": sid, "text": text, "audio": audio[i], "vision": vision[i], "label": float(labels[i])})
+        sample = {"id": sid, "text": text, "audio": audio[i], "vision": vision[i], "label": float(labels[i])}
+        for column, values in unimodal.items():
+            _check_label(values[i], f"{path}: split '{split}' sample {i} (id {sid}) regression_labels_{column[-1]}")
+            sample[column] = float(values[i])
+        samples.append(sample)
     return samples
 
 
@@ -337,10 +356,15 @@ class LabelRow:
     text: str
     label: float
     mode: str
+    unimodal: tuple[float, float, float] | None = None  # CH-SIMS: label_T, label_A, label_V (None: no such columns)
 
     @property
     def id(self) -> str:
         return sample_id(self.video_id, self.clip_id)
+
+    def unimodal_labels(self) -> dict[str, float]:
+        """``{"label_T": .., "label_A": .., "label_V": ..}`` (the sample keys), empty without those columns."""
+        return dict(zip(UNIMODAL_LABEL_COLUMNS, self.unimodal)) if self.unimodal is not None else {}
 
 
 def read_label_csv(path: str | os.PathLike, encoding: str = "utf-8") -> list[LabelRow]:
@@ -350,7 +374,8 @@ def read_label_csv(path: str | os.PathLike, encoding: str = "utf-8") -> list[Lab
     text (the fix: ``encoding=``, e.g. ``"latin-1"``), a missing column, an empty ``video_id`` or
     ``clip_id``, a mode other than train/valid/test, a label that is not a finite number in
     [-3, 3], an id (``video_id$_$clip_id``) seen before. Rows with empty text are returned (the
-    callers decide what to do with them). A UTF-8 byte-order mark is dropped.
+    callers decide what to do with them). A UTF-8 byte-order mark is dropped. A file with all of
+    :data:`UNIMODAL_LABEL_COLUMNS` (CH-SIMS) gives each row its ``unimodal`` labels, checked like ``label``.
     """
     path = Path(path)
     if not path.is_file():
@@ -373,10 +398,11 @@ def read_label_csv(path: str | os.PathLike, encoding: str = "utf-8") -> list[Lab
         ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     _check_columns(path, reader.fieldnames)
+    unimodal = all(c in (reader.fieldnames or []) for c in UNIMODAL_LABEL_COLUMNS)
     rows: list[LabelRow] = []
     seen: dict[str, int] = {}
     for cells in reader:
-        row = _label_row(path, reader.line_num, cells)
+        row = _label_row(path, reader.line_num, cells, unimodal=unimodal)
         if row.id in seen:
             raise MmsaFormatError(f"{path}: line {row.line}: id {row.id} already on line {seen[row.id]}")
         seen[row.id] = row.line
@@ -412,7 +438,8 @@ def load_label_csv(path: str | os.PathLike, folds: Iterable[str] = SPLITS, encod
             report.skipped_empty_text += 1
             dropped[row.mode]["empty text"] += 1
         else:
-            splits[row.mode].append({"id": row.id, "text": row.text, "audio": None, "vision": None, "label": row.label})
+            splits[row.mode].append({"id": row.id, "text": row.text, "audio": None, "vision": None, "label": row.label,
+                                     **row.unimodal_labels()})
     report.samples = {f: len(s) for f, s in splits.items()}
     report.dropped = {f: dict(c) for f, c in dropped.items()}
     return MmsaData(splits, audio_dim=0, vision_dim=0, report=report)
@@ -425,7 +452,7 @@ def _check_columns(path: Path, fieldnames: Sequence[str] | None) -> None:
         raise MmsaFormatError(f"{path}: missing column(s) {missing}; header is {header}, expected {want}")
 
 
-def _label_row(path: Path, line: int, row: dict[str, str | None]) -> LabelRow:
+def _label_row(path: Path, line: int, row: dict[str, str | None], unimodal: bool = False) -> LabelRow:
     where = f"{path}: line {line}"
     cells = {c: (row.get(c) or "").strip() for c in LABEL_CSV_COLUMNS}
     mode = cells["mode"]
@@ -438,5 +465,17 @@ def _label_row(path: Path, line: int, row: dict[str, str | None]) -> LabelRow:
     except ValueError:
         raise MmsaFormatError(f"{where}: label {cells['label']!r} is not a number in [-3, 3]") from None
     _check_label(label, where)
+    values = None
+    if unimodal:
+        values = []
+        for column in UNIMODAL_LABEL_COLUMNS:
+            cell = (row.get(column) or "").strip()
+            try:
+                value = float(cell)
+            except ValueError:
+                raise MmsaFormatError(f"{where}: {column} {cell!r} is not a number in [-3, 3]") from None
+            _check_label(value, f"{where}: {column}")
+            values.append(value)
+        values = tuple(values)
     return LabelRow(line=line, video_id=cells["video_id"], clip_id=cells["clip_id"], text=cells["text"],
-                    label=label, mode=mode)
+                    label=label, mode=mode, unimodal=values)
