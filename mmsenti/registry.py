@@ -8,7 +8,7 @@ validation and ``mmsenti info`` all read :func:`available`. Kinds and the module
 kind                      filled by                             what a name builds / means
 ========================  ====================================  =========================================
 ``sequence_encoder``      :mod:`mmsenti.models.encoders`        audio/vision frame encoders
-``fusion``                :mod:`mmsenti.models.fusion`, zoo/     fusion modules (zoo: tfn, lmf)
+``fusion``                :mod:`mmsenti.models.fusion`, zoo/     fusion modules (zoo/: published models)
 ``text_backbone``         :mod:`mmsenti.models.students`        non-HF text backbones (students)
 ``text_architecture``     :mod:`mmsenti.models.adapters`        HF encoder adapters (by ``model_type``)
 ``text_weights``          :mod:`mmsenti.pretrained`             packaged pretrained encoder weights
@@ -34,7 +34,8 @@ from typing import Any
 
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "sequence_encoder": ("mmsenti.models.encoders",),
-    "fusion": ("mmsenti.models.fusion", "mmsenti.models.zoo.tfn", "mmsenti.models.zoo.lmf"),
+    "fusion": ("mmsenti.models.fusion", "mmsenti.models.zoo.tfn", "mmsenti.models.zoo.lmf", "mmsenti.models.zoo.misa",
+               "mmsenti.models.zoo.self_mm", "mmsenti.models.zoo.mult_paper"),
     "text_backbone": ("mmsenti.models.students",),
     "text_architecture": ("mmsenti.models.adapters",),
     "text_weights": ("mmsenti.pretrained",),

@@ -175,7 +175,7 @@ def test_pretrained_weights_are_real():
 def test_registry_names_and_errors():
     assert {"mult", "late", "text_only"} <= set(registry.available("fusion"))
     assert {"conv_transformer", "lstm"} <= set(registry.available("sequence_encoder"))
-    with pytest.raises(MmsentiError, match="fusion='nonexistent': unknown fusion; choose one of late, lmf, mult, text_only, tfn"):
+    with pytest.raises(MmsentiError, match="fusion='nonexistent': unknown fusion; choose one of late, lmf, misa, mult, mult_paper, self_mm, text_only, tfn"):
         registry.build("fusion", "nonexistent")
 
 

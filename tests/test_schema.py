@@ -32,7 +32,7 @@ def test_every_experiment_passes_the_checks(config):
 @pytest.mark.parametrize("overrides,message", [
     (["+data.batchsize=3"], r"unknown key 'batchsize' in data; valid keys: .*batch_size"),
     (["+model.net.audio_encoder.dmodel=3"], r"unknown key 'dmodel' in model\.net\.audio_encoder; valid keys: d_model"),
-    (["model.net.fusion.name=mlt"], r"model\.net\.fusion\.name='mlt': unknown fusion; choose one of late, lmf, mult, text_only, tfn"),
+    (["model.net.fusion.name=mlt"], r"model\.net\.fusion\.name='mlt': unknown fusion; choose one of late, lmf, misa, mult, mult_paper, self_mm, text_only, tfn"),
     (["+model.net.text_encoder.topk=1"], r"unknown key 'topk' in model\.net\.text_encoder; valid keys: .*top_k"),
     (["+model.net.modalites=[text]"], r"unknown key 'modalites' in model\.net; valid keys: .*modalities"),
     (["export=onnx", "+export.variant=[fused]"], r"unknown key 'variant' in export; valid keys: .*variants"),

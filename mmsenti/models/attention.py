@@ -78,10 +78,14 @@ def onnx_attention_op(model: nn.Module, enabled: bool):
 
 
 class TransformerEncoderLayer(nn.Module):
-    """Pre-norm encoder layer (``norm_first=True``, ReLU feed-forward), ``nn.TransformerEncoderLayer``'s names."""
+    """Pre-norm encoder layer (``norm_first=True``, ReLU feed-forward), ``nn.TransformerEncoderLayer``'s names.
 
-    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.1):
+    ``norm_first=False``: the post-norm layer (``nn.TransformerEncoderLayer``'s default, what MISA's code uses),
+    the same parameters."""
+
+    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.1, norm_first: bool = True):
         super().__init__()
+        self.norm_first = norm_first
         self.self_attn = MultiheadAttention(d_model, num_heads, dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -92,6 +96,9 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, src_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.norm_first:
+            x = self.norm1(x + self.dropout1(self.self_attn(x, x, src_key_padding_mask)))
+            return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
         h = self.norm1(x)
         x = x + self.dropout1(self.self_attn(h, h, src_key_padding_mask))
         return x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(self.norm2(x))))))

@@ -12,9 +12,11 @@ The task is the model config's ``task``:
 * ``classification`` (SST-2: labels -1 / +1): binary cross-entropy with logits on the unbounded
   score; ``{split}/acc`` is logged too, and equals MOSI's ``Non0_acc_2`` on such labels.
 
-Samples whose label is NaN (a distillation transfer set) are left out of the hard loss. Subclasses
-add terms to the training objective through :meth:`SentimentLitModule.extra_losses` (and the few
-hooks beside it); :class:`~mmsenti.distill.module.DistillSentimentLitModule` adds a teacher's.
+Samples whose label is NaN (a distillation transfer set) are left out of the hard loss. A fusion with
+training-only terms (the zoo's ``misa``, ``self_mm``) hands them over through its ``auxiliary_losses``
+(:meth:`SentimentLitModule.fusion_losses`); subclasses add terms through
+:meth:`SentimentLitModule.extra_losses` (and the few hooks beside it);
+:class:`~mmsenti.distill.module.DistillSentimentLitModule` adds a teacher's.
 
 Optimiser and scheduler arrive as ``_partial_`` configs; the pretrained text encoder gets its own
 (smaller) learning rate. Validation and test report the MOSI metrics exactly as MMSA computes them.
@@ -155,11 +157,22 @@ class SentimentLitModule(L.LightningModule):
         """Further terms of the training objective: ``name -> (weight, unweighted value)``."""
         return {}
 
+    def fusion_losses(self, out, batch: SentimentBatch) -> dict[str, tuple[float, torch.Tensor]]:
+        """The fusion's own training terms (MISA's similarity / difference / reconstruction, Self-MM's unimodal
+        heads): ``net.fusion.auxiliary_losses(labels, ids, epoch)`` when the fusion has one, else none.
+
+        The fusion computes them from what its last training forward pass kept; ``epoch`` counts from 1."""
+        auxiliary = getattr(self.net.fusion, "auxiliary_losses", None)
+        if auxiliary is None:
+            return {}
+        return auxiliary(batch.labels, ids=batch.ids, epoch=self.current_epoch + 1)
+
     def training_losses(self, out, batch: SentimentBatch) -> dict[str, torch.Tensor]:
-        """Every term of the training objective; ``loss`` = hard_weight · hard loss + Σ weight · extra term."""
+        """Every term of the training objective; ``loss`` = hard_weight · hard loss + Σ weight · extra term
+        (the fusion's terms, :meth:`fusion_losses`, then a subclass's, :meth:`extra_losses`)."""
         losses = self.compute_loss(out, self.hard_targets(batch))
         total = self.hard_weight * losses["loss"]
-        for name, (weight, value) in self.extra_losses(out, batch).items():
+        for name, (weight, value) in {**self.fusion_losses(out, batch), **self.extra_losses(out, batch)}.items():
             losses[name] = value
             total = total + weight * value
         losses["loss"] = total
