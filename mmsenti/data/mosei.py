@@ -47,7 +47,8 @@ LABEL_COLUMNS = ("sentiment", "happiness", "sadness", "anger", "surprise", "disg
 DOWNLOAD_HINT = "fetch it with `mmsenti data download mosei --features labels` (see docs/datasets.md)"
 
 
-def mosei_files(root: str | os.PathLike, files: Mapping[str, str | os.PathLike | None] | None = None) -> dict[str, str | None]:
+def mosei_files(root: str | os.PathLike,
+                files: Mapping[str, str | os.PathLike | None] | None = None) -> dict[str, str | None]:
     """Absolute path per input (``None``: that modality is absent) for :func:`load_mosi_csd`'s ``files=``.
 
     ``files`` names files under other names (relative to ``root`` or absolute; ``None`` disables a

@@ -198,8 +198,11 @@ def _centre_index(intervals: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.where(ok, idx, -1)
 
 
+_MOSI_BIB = "@article{zadeh2016multimodal, title={Multimodal sentiment intensity analysis in videos}}"
+
+
 def _metadata(name: str, description: str, dims: list[str], seed: int, dataset: str = "CMU-MOSI (synthetic)",
-              bib: str = "@article{zadeh2016multimodal, title={Multimodal sentiment intensity analysis in videos}}") -> dict:
+              bib: str = _MOSI_BIB) -> dict:
     return {
         "root name": name,
         "computational sequence description": description,
@@ -493,7 +496,8 @@ SIMS_SCALES: dict[str, tuple[tuple[int, int, int], int]] = {
 SIMS_AUDIO_DIM, SIMS_AUDIO_RATE = 33, 50
 SIMS_VISION_DIM, SIMS_VISION_RATE = 35, 30
 SIMS_LABEL_COLUMNS = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode")
-_SIMS_BIB = "@inproceedings{yu2020ch, title={CH-SIMS: A Chinese Multimodal Sentiment Analysis Dataset with Fine-grained Annotations of Modality}}"
+_SIMS_BIB = ("@inproceedings{yu2020ch, title={CH-SIMS: A Chinese Multimodal Sentiment Analysis Dataset with "
+             "Fine-grained Annotations of Modality}}")
 
 #: Chinese opinion words by polarity level (-3 .. 3).
 SIMS_LEXICON: dict[int, tuple[str, ...]] = {
