@@ -3,7 +3,8 @@
     mmsenti export CKPT --format onnx|tensorrt --variant fused|text_only --precision fp32|fp16|int8 --out export/NAME
     mmsenti export CKPT --format triton --variant text_only --precision int8 --out REPO [--triton-version N]
     mmsenti bench export/NAME [export/OTHER ...] [--against CKPT] --batch 1,8,64 [--json] [--out FILE]
-    mmsenti report DIR --pareto
+    mmsenti report RUN_DIR [--out DIR] [--segment ID ...]       (a run folder: report.html + PNGs)
+    mmsenti report --pareto DIR|BENCH.json [--out DIR]           (bench JSON: pareto.md + pareto.png)
 
 Heavy imports (torch, onnx) happen inside the commands, so ``mmsenti --help`` stays fast.
 """
@@ -86,11 +87,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--out", help="also write the JSON report to this file")
     be.set_defaults(func=_bench)
 
-    rp = sub.add_parser("report", help="render bench JSON into a Pareto table (markdown) and plot (PNG)")
-    rp.add_argument("dir", help="folder holding bench JSON files (searched recursively)")
-    rp.add_argument("--pareto", action="store_true", help="accuracy vs p99 latency (the only report so far)")
-    rp.add_argument("--split", default="test", choices=("val", "test"))
-    rp.add_argument("--out", help="output folder (default: DIR)")
+    rp = sub.add_parser("report", help="a run folder → HTML report with pictures; bench JSON → Pareto table and plot",
+                        description="mmsenti report RUN_DIR: report.html + PNGs of a train.py run (scatter, confusion "
+                                    "matrix, error by label bin, modality contribution, cross-modal attention). "
+                                    "mmsenti report --pareto DIR|FILE.json (or a .json file alone): bench JSON → "
+                                    "pareto.md + pareto.png.")
+    rp.add_argument("path", metavar="RUN_DIR|BENCH",
+                    help="a train.py run folder (with metrics.json), or bench JSON: a .json file, or a folder "
+                         "searched recursively with --pareto")
+    rp.add_argument("--pareto", action="store_true", help="bench JSON: accuracy vs p99 latency (pareto.md, pareto.png)")
+    rp.add_argument("--split", default="test", choices=("val", "test"), help="--pareto: the accuracy split")
+    rp.add_argument("--out", help="output folder (default: RUN_DIR/report; --pareto: the bench JSON's folder)")
+    rp.add_argument("--data-root", help="run report: where the run's data lives now (default: where it trained)")
+    rp.add_argument("--segment", action="append", metavar="ID",
+                    help="run report: a test segment whose cross-modal attention to draw (repeatable; default: the "
+                         "most positive, the most negative and the worst-predicted)")
+    rp.add_argument("--no-progress", action="store_true", help="run report: no progress bar")
     rp.set_defaults(func=_report)
 
 
@@ -251,11 +263,31 @@ def _bench(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- report
 def _report(args: argparse.Namespace) -> int:
+    """One dispatch: ``--pareto`` or a ``.json`` file → Pareto report; a run folder → run report."""
+    path = Path(args.path)
+    if args.pareto or (path.is_file() and path.suffix == ".json"):
+        return _pareto_report(args)
+    from mmsenti.report import is_run_folder, write_run_report
+
+    if not path.exists():
+        raise MmsentiError(f"{path}: no such file or folder; expected a train.py run folder (with metrics.json), "
+                           "or bench JSON (a .json file, or a folder with --pareto)")
+    if not (path.is_dir() and is_run_folder(path)):
+        what = "a folder without metrics.json" if path.is_dir() else "not a .json file"
+        raise MmsentiError(f"{path}: neither a run folder nor bench JSON ({what}); expected a train.py run folder "
+                           "(with metrics.json), or bench JSON (a .json file, or a folder with --pareto)")
+    _quiet_libraries()
+    result = write_run_report(path, args.out, data_root=args.data_root, segments=args.segment,
+                              progress=not args.no_progress)
+    print(f"wrote {result['html']} ({len(result['files']) - 1} pictures" +
+          (f"; skipped {len(result['skipped'])} section(s))" if result["skipped"] else ")"))
+    return 0
+
+
+def _pareto_report(args: argparse.Namespace) -> int:
     from mmsenti.export.report import pareto_report
 
-    if not args.pareto:
-        raise MmsentiError("choose a report: --pareto")
-    result = pareto_report(args.dir, split=args.split, out=args.out)
+    result = pareto_report(args.path, split=args.split, out=args.out)
     print(f"wrote {result['markdown']}" + (f" and {result['png']}" if result["png"] else "") + f" from {result['source']}")
     print(f"Pareto front: {', '.join(result['front']) or '(no accuracy figures)'}")
     return 0
