@@ -75,6 +75,30 @@ def test_cached_forward_equals_uncached_with_padding(tokenizer, weights, trainin
         assert not torch.allclose(run(ref, ids, mask, seed=8), expected)
 
 
+@pytest.mark.parametrize("model_type", ["mpnet", "distilbert", "bert"])
+def test_other_architectures_split_exactly(model_type, tmp_path):
+    """Tiny random MPNet (relative position bias built in its encoder) / DistilBERT / BERT from a config folder."""
+    from transformers import AutoConfig
+
+    sizes = {"mpnet": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64),
+             "bert": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64),
+             "distilbert": dict(dim=32, n_layers=4, n_heads=4, hidden_dim=64)}[model_type]
+    AutoConfig.for_model(model_type, vocab_size=500, **sizes).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    cached = TextEncoder(pretrained=str(tmp_path), pretrained_weights=False, top_k=1, prefix_cache=True)
+    ref = TextEncoder(pretrained=str(tmp_path), pretrained_weights=False, top_k=1, prefix_cache=True)
+    ref.load_state_dict(cached.state_dict())
+    ref.prefix_cache.enabled = False
+    ids = torch.randint(5, 500, (3, 9))
+    mask = (torch.arange(9) < torch.tensor([[9], [4], [6]])).long()
+    for training in (False, True):
+        cached.train(training), ref.train(training)
+        expected = run(ref, ids, mask)
+        for _ in range(2):
+            assert max_diff(run(cached, ids, mask), expected, mask) <= EXACT
+    assert cached.frozen_layers == 3 and cached.prefix_cache.hits == 9 and cached.prefix_cache.misses == 3
+
+
 def test_frozen_part_runs_in_eval_mode_only_with_the_cache(weights):
     cached, plain = encoder(weights).train(), TextEncoder(prefix_cache=False).train()
     for enc, frozen_training in ((cached, False), (plain, True)):
@@ -136,6 +160,18 @@ def test_training_steps_of_the_whole_model_match(tokenizer, weights):
         with torch.no_grad():
             scores.append(net(ids, mask).score)
     assert float((scores[0] - scores[1]).abs().max()) <= 1e-5
+
+
+def test_states_kept_under_inference_mode_serve_training(tokenizer, weights):
+    """Lightning validates under torch.inference_mode; what it kept must still take part in a backward pass."""
+    ids, mask = tokens(tokenizer, TEXTS)
+    enc = encoder(weights).eval()
+    with torch.inference_mode():
+        enc(ids, mask)
+    enc.train()
+    out = enc(ids, mask)
+    out.sum().backward()
+    assert enc.prefix_cache.hits == 4 and enc.backbone.encoder.layer[4].output.dense.weight.grad is not None
 
 
 def test_hits_and_misses_are_counted_per_utterance(tokenizer, weights):

@@ -81,7 +81,7 @@ class TextEncoder(nn.Module):
             for layer in self._layers()[self.frozen_layers:]:
                 layer.train(mode)
         if self.prefix_cache is not None and was_training != mode:
-            self.prefix_cache.flush()  # epoch boundaries (Lightning switches modes around validation)
+            self.prefix_cache.flush()  # the epoch's new entries to disk (Lightning calls eval() before each validation)
         return self
 
     def _set_trainable(self, finetune: str, top_k: int) -> None:
@@ -104,10 +104,10 @@ class TextEncoder(nn.Module):
             return 0, True
         if finetune != "top_k":
             return 0, None
+        if top_k <= 0:  # nothing trains
+            return 0, True
         n_layers = len(self._layers())
-        if top_k <= 0 or top_k >= n_layers:
-            return (0, True) if top_k <= 0 else (0, None)  # everything frozen / no layer frozen
-        if not hasattr(self.backbone, "embeddings"):
+        if top_k >= n_layers or not hasattr(self.backbone, "embeddings"):  # no layer frozen / no embeddings to stand in for
             return 0, None
         return n_layers - top_k, False
 
@@ -164,6 +164,7 @@ class TextEncoder(nn.Module):
         if fingerprint != self._fingerprint:
             first = tensors[0][1]
             config = self.backbone.config.to_dict() if hasattr(self.backbone.config, "to_dict") else vars(self.backbone.config)
+            config = {**config, "modules": [type(m).__qualname__ for m in self._frozen_modules()]}
             self._prefix_key = model_key(tensors_digest(tensors), self.frozen_layers, bool(self.cache_whole),
                                          config, first.dtype, first.device.type)
             self._fingerprint = fingerprint

@@ -47,7 +47,7 @@ from mmsenti.io import json_digest, torch_save_atomic
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-DEFAULT_MAX_MB = 2048.0
+DEFAULT_MAX_MB = 1024.0
 _ROW_PERSON = b"mmsenti-prefix1"  # blake2b personalisation: utterance keys of this scheme only
 
 
