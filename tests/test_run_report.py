@@ -155,6 +155,25 @@ def test_attention_probe_recovers_the_layer_weights(tiny_model):
     assert set(probe.faithful()) == {"vision"}
 
 
+@pytest.mark.parametrize("fusion, layers", [
+    ({"name": "mult_paper", "d_model": 32, "num_layers": 2, "num_heads": 4, "self_layers": 1},
+     {"audio": "cross.audio_to_text.layers.1.self_attn", "vision": "cross.vision_to_text.layers.1.self_attn"}),
+    ({"name": "tfn"}, {}),  # no cross-modal attention: the report skips the picture
+])
+def test_attention_probe_finds_each_fusions_last_cross_modal_layer(fusion, layers):
+    from mmsenti.models import SentimentModel, SentimentModelConfig
+
+    torch.manual_seed(0)
+    frames = {"name": "conv_transformer", "d_model": 32, "num_heads": 4}
+    model = SentimentModel(SentimentModelConfig(fusion=fusion, audio_encoder={**frames, "input_dim": 74},
+                                                vision_encoder={**frames, "input_dim": 47}), pretrained_weights=False).eval()
+    probe = CrossAttentionProbe(model.fusion)
+    assert {s: name for s, (_, name, _) in probe.layers.items()} == layers
+    with torch.no_grad(), probe:
+        model(**model_inputs(_tiny_batch(model)))
+    assert probe.faithful() == {}
+
+
 def test_hidden_modality_is_the_models_missing_modality(tiny_model):
     batch = _tiny_batch(tiny_model)
     with torch.no_grad():

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from mmsenti.data.batch import SentimentBatch
 from mmsenti.models.attention import MultiheadAttention
 
-# a cross-modal stream's module path inside a fusion: ``cross.audio_to_text.1.attn``
-STREAM_PATTERN = re.compile(r"(?:^|\.)(?P<source>[a-z]+)_to_(?P<target>[a-z]+)\.(?P<layer>\d+)\.")
+# a cross-modal stream's attention inside a fusion: ``cross.audio_to_text.1.attn`` (mult),
+# ``cross.audio_to_text.layers.4.self_attn`` (mult_paper)
+STREAM_PATTERN = re.compile(r"(?:^|\.)(?P<source>[a-z]+)_to_(?P<target>[a-z]+)\.(?:[a-z_]+\.)*?(?P<layer>\d+)\.")
 RECONSTRUCTION_TOLERANCE = 1e-4
 
 
