@@ -50,7 +50,7 @@ def difference_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @register("fusion", "misa")
 class MISAFusion(nn.Module):
-    """MISA (Hazarika et al., ACM MM 2020): modality-invariant (shared) and -specific (private) subspaces, CMD + orthogonality + reconstruction losses.
+    """MISA (Hazarika et al., ACM MM 2020): invariant and specific subspaces; CMD, orthogonality, reconstruction losses.
 
     Per modality the utterance vector (the masked mean of its encoder's states) is projected to ``d_model``
     (Linear→ReLU→LayerNorm: ``u_m``); one *shared* encoder (Linear→Sigmoid, the same for every modality)

@@ -94,7 +94,7 @@ class PaperEncoder(nn.Module):
 
 @register("fusion", "mult_paper")
 class MulTPaperFusion(nn.Module):
-    """The Multimodal Transformer as published (Tsai et al., ACL 2019): cross-modal encoders, 3 self-attention layers, last-step pooling.
+    """The Multimodal Transformer as published (Tsai et al., ACL 2019): final LayerNorms, 3 self-attention layers, last step.
 
     Each modality is projected to ``d_model`` (MulT's bias-free 1x1 Conv1d, a bias-free Linear here); for each
     target modality, one cross-modal encoder of ``num_layers`` layers per other (source) modality, the
@@ -111,10 +111,10 @@ class MulTPaperFusion(nn.Module):
     * Padding masks everywhere: every attention skips padded frames, ``last`` is the last *valid* step, and a
       missing modality (all-false mask) adds nothing to the others (MulT's data has no padding masks; its
       ``h[-1]`` on padded batches is a padding frame).
-    * One attention dropout ``attn_dropout`` for every target (the authors' MOSI setting: 0.1 for text, 0 for
+    * One attention dropout ``attn_dropout`` for every target (the defaults of the authors' main.py: 0.1 for text, 0 for
       audio / vision), one ``dropout`` for the ReLU and residual dropouts (theirs: 0.1 and 0.1).
     * ``self_layers`` is the number of self-attention layers (default 3: the paper's; the authors' code builds
-      ``max(nlevels, 3)``, 5 at its MOSI default ``nlevels`` 5). ``num_layers`` cross-modal layers (theirs 5;
+      ``max(nlevels, 3)``, 5 at its default ``nlevels`` 5). ``num_layers`` cross-modal layers (theirs 5;
       ``experiment=mosi_fusion`` sets 2), ``d_model`` per modality (theirs 30 with 5 heads; the yaml's 4 heads
       divide ``experiment=mosi_fusion``'s 64).
     * Positions: the project's :class:`~mmsenti.models.encoders.SinusoidalPositions` from step 0 (fairseq's

@@ -115,7 +115,7 @@ class UnimodalLabelStore:
 
 @register("fusion", "self_mm")
 class SelfMMFusion(nn.Module):
-    """Self-MM (Yu et al., AAAI 2021): a multimodal head trained jointly with unimodal heads on self-supervised unimodal labels.
+    """Self-MM (Yu et al., AAAI 2021): unimodal heads trained jointly on self-supervised labels from class centres.
 
     The fused vector: the masked means of the three encoders, concatenated, then Dropout and ``num_layers``
     Linear→ReLU layers (``d_model`` wide: the paper's ``Feature_f``); the model's shared heads predict the
