@@ -38,10 +38,12 @@ def tokens(tokenizer, texts):
     return enc["input_ids"], enc["attention_mask"]
 
 
-def encoder(weights, **kwargs) -> TextEncoder:
-    """MiniLM-L6, top 2 of 6 layers trainable, with the shared weights."""
+def encoder(weights, active: bool = True, **kwargs) -> TextEncoder:
+    """MiniLM-L6, top 2 of 6 layers trainable, with the shared weights; ``active``: as after a training step
+    (so that eval passes use the cache too)."""
     enc = TextEncoder(**{"prefix_cache": True, **kwargs})
     enc.load_state_dict(weights)
+    enc.prefix_cache.active = active
     return enc
 
 
@@ -86,6 +88,7 @@ def test_other_architectures_split_exactly(model_type, tmp_path):
     AutoConfig.for_model(model_type, vocab_size=500, **sizes).save_pretrained(tmp_path)
     torch.manual_seed(0)
     cached = TextEncoder(pretrained=str(tmp_path), pretrained_weights=False, top_k=1, prefix_cache=True)
+    cached.prefix_cache.active = True
     ref = TextEncoder(pretrained=str(tmp_path), pretrained_weights=False, top_k=1, prefix_cache=True)
     ref.load_state_dict(cached.state_dict())
     ref.prefix_cache.enabled = False
@@ -172,6 +175,22 @@ def test_states_kept_under_inference_mode_serve_training(tokenizer, weights):
     out = enc(ids, mask)
     out.sum().backward()
     assert enc.prefix_cache.hits == 4 and enc.backbone.encoder.layer[4].output.dense.weight.grad is not None
+
+
+def test_a_model_only_evaluated_keeps_nothing(tokenizer, weights):
+    """A loaded checkpoint or a teacher scoring its data once: no states kept until a training-mode pass."""
+    ids, mask = tokens(tokenizer, TEXTS)
+    enc = encoder(weights, active=False).eval()
+    with torch.no_grad():
+        enc(ids, mask)
+        enc(ids, mask)
+    assert len(enc.prefix_cache) == 0 and enc.prefix_cache.stats()["hits"] == enc.prefix_cache.misses == 0
+    enc.train()
+    enc(ids, mask)  # training starts: kept from now on, and its validation is served
+    enc.eval()
+    with torch.no_grad():
+        enc(ids, mask)
+    assert (enc.prefix_cache.misses, enc.prefix_cache.hits) == (4, 4)
 
 
 def test_hits_and_misses_are_counted_per_utterance(tokenizer, weights):
@@ -345,6 +364,7 @@ def test_onnx_export_computes_the_whole_encoder(tokenizer, weights, tmp_path):
     net = SentimentModel(SentimentModelConfig(modalities=["text"], fusion={"name": "text_only"},
                                               text_encoder={"pretrained": "minilm_l6", "prefix_cache": True})).eval()
     net.text_encoder.load_state_dict(weights)
+    net.text_encoder.prefix_cache.active = True
     ids, mask = tokens(tokenizer, TEXTS)
     with torch.no_grad():
         net(ids, mask)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mmsenti.errors import MmsentiError
-from mmsenti.models.adapters import adapter_for, get_path, set_path
+from mmsenti.models.adapters import adapter_for, encoder_layers, get_path, set_path
 from mmsenti.models.attention import TransformerEncoder, TransformerEncoderLayer
 from mmsenti.models.prefix_cache import DEFAULT_MAX_MB, PrefixCache, model_key, row_keys, tensors_digest
 from mmsenti.pretrained import load_pretrained
@@ -41,7 +41,9 @@ class TextEncoder(nn.Module):
     masks them. ``prefix_cache=False`` is the plain forward of before, where the frozen bottom layers of
     ``top_k`` still drew dropout in training mode. The cache is never used while tracing, compiling or
     exporting (an exported graph computes the whole encoder), under autocast, or when a hook watches the
-    backbone (distillation's layer recorder): those passes run the whole backbone.
+    backbone (distillation's layer recorder): those passes run the whole backbone. Nor before the model's
+    first training-mode pass: a model that is only evaluated (a loaded checkpoint, a teacher scoring its
+    data once) would keep states it never reads again.
     ``prefix_cache_dir`` also keeps the states on disk (``null``: memory only), ``prefix_cache_max_mb``
     bounds the memory.
     """
@@ -115,12 +117,14 @@ class TextEncoder(nn.Module):
         return _encoder_layers(self.backbone)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        cache = self.prefix_cache
         # a traced / compiled / exported graph computes the whole encoder: the cache is eager-mode Python
-        if self.prefix_cache is not None and self.prefix_cache.enabled and not _tracing():
-            rows = self._cache_rows(input_ids, attention_mask)
+        if cache is not None and cache.enabled and not _tracing():
+            cache.active |= self.training  # it serves a model that trains (and its validation), see PrefixCache
+            rows = self._cache_rows(input_ids, attention_mask) if cache.active else None
             if rows is not None:
                 return self._cached_forward(input_ids, attention_mask, *rows)
-            self.prefix_cache.bypassed += 1
+            cache.bypassed += cache.active
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     # ------------------------------------------------------------------ the frozen-prefix cache
@@ -226,8 +230,6 @@ def _tracing() -> bool:
 
 def _encoder_layers(backbone: nn.Module, purpose: str = "top_k fine-tuning") -> nn.ModuleList:
     """The stack of transformer layers of an HF encoder (through its architecture adapter)."""
-    from mmsenti.models.adapters import encoder_layers
-
     return encoder_layers(backbone, purpose)
 
 

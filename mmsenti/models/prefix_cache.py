@@ -92,6 +92,9 @@ class PrefixCache:
 
     ``enabled=False`` turns lookups off at run time (the encoder then runs its whole backbone, still
     with the frozen part in eval mode: what ``benchmarks/bench_prefix_cache.py`` times as uncached).
+    ``active`` is set by the encoder's first training-mode pass: before it, eval passes neither read nor
+    keep anything (a model that is only evaluated reads each utterance once; keeping it would only cost
+    memory), after it the training run's validation is served too.
     ``hits`` / ``misses`` count utterances, ``bypassed`` forward passes that could not use the cache.
     """
 
@@ -99,6 +102,7 @@ class PrefixCache:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_bytes = int(float(max_mb) * 2**20)
         self.enabled = True
+        self.active = False
         self.key: str | None = None
         self._states: dict[str, torch.Tensor] = {}
         self._unsaved: list[str] = []
@@ -193,6 +197,6 @@ class PrefixCache:
         return len(self._states)
 
     def stats(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "entries": len(self), "megabytes": round(self.bytes / 2**20, 2), "hits": self.hits,
+        return {"enabled": self.enabled, "active": self.active, "entries": len(self), "megabytes": round(self.bytes / 2**20, 2), "hits": self.hits,
                 "misses": self.misses, "bypassed": self.bypassed, "loaded_from_disk": self.loaded,
                 "cache_dir": str(self.cache_dir) if self.cache_dir else None, "model_key": self.key}
