@@ -18,6 +18,9 @@ checkpoints here, with one set of rules:
 * **the model comes from the stored config**, never from today's defaults: the text backbone is built
   from its ``config.json`` only (``pretrained_weights=False``: no weight file is read — the
   checkpoint holds every tensor), structured-pruned (smaller) layers are resized to the stored shapes;
+* **low-rank factorised layers** (``compression=lowrank``) are rebuilt from the per-layer ranks the
+  checkpoint records (``mmsenti_compression.lowrank.ranks``) before the weights load
+  (:func:`apply_low_rank`); a file whose record does not fit the model is refused in one line;
 * **one ``aux_7class`` rule**: the 7-class head exists when ``aux_7class`` is set *or* its loss had a
   weight (:func:`model_config_from_hparams`);
 * **one strictness policy**: ``strict=True`` refuses any missing, unexpected or wrongly shaped tensor
@@ -120,6 +123,123 @@ def model_config_from_hparams(hparams: Mapping[str, Any]) -> SentimentModelConfi
     return SentimentModelConfig.from_dict(fields)
 
 
+class LowRankLinear(nn.Module):
+    """An ``nn.Linear(in, out)`` as two thin layers ``in -> rank -> out`` (``second(first(x))``).
+
+    Built by :mod:`mmsenti.compression.lowrank` from a truncated SVD of the dense weight; here
+    (beside the loader, below the compression code) so that a checkpoint rebuilds it without
+    importing training code. ``weight``/``bias``/``in_features``/``out_features`` read like the
+    dense layer's (``weight`` is the product ``second.weight @ first.weight``, computed on access,
+    read-only) for code that inspects a Linear; ``forward`` never forms it.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.first = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.second = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    @property
+    def in_features(self) -> int:
+        return self.first.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.second.out_features
+
+    @property
+    def rank(self) -> int:
+        return self.first.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.second.weight @ self.first.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.second.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+def low_rank_ranks(model: nn.Module) -> dict[str, int]:
+    """``{qualified name: rank}`` of every :class:`LowRankLinear` in ``model`` (what a checkpoint records)."""
+    return {name: m.rank for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+
+
+def apply_low_rank(model: nn.Module, ranks: Mapping[str, int], what: str = "checkpoint") -> int:
+    """Replace each named ``nn.Linear`` of ``model`` by an (uninitialised) :class:`LowRankLinear` of that rank.
+
+    The structure a factorised checkpoint needs before ``load_state_dict``; layers already
+    factorised at that rank are left alone. Returns the number of layers replaced.
+    """
+    replaced = 0
+    for name, rank in ranks.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            module = None
+        if isinstance(module, LowRankLinear) and module.rank == int(rank):
+            continue
+        if not isinstance(module, nn.Linear) or int(rank) < 1:
+            raise MmsentiError(f"{what}: its low-rank record names {name} (rank {rank}), which is not an nn.Linear of the "
+                               "model its config describes; it was written by another version of the model code")
+        parent, _, leaf = name.rpartition(".")
+        new = LowRankLinear(module.in_features, module.out_features, int(rank), bias=module.bias is not None,
+                            device=module.weight.device, dtype=module.weight.dtype)
+        new.first.weight.requires_grad_(module.weight.requires_grad)
+        new.second.weight.requires_grad_(module.weight.requires_grad)
+        if new.second.bias is not None:
+            new.second.bias.requires_grad_(module.bias.requires_grad)
+        new.train(module.training)
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+        replaced += 1
+    return replaced
+
+
+def checkpoint_low_rank(ckpt: Mapping[str, Any]) -> dict[str, int]:
+    """The per-layer ranks a checkpoint dict records (``mmsenti_compression.lowrank.ranks``); ``{}`` when none."""
+    record = (ckpt.get("mmsenti_compression") or {}).get("lowrank") or {}
+    return {str(k): int(v) for k, v in (record.get("ranks") or {}).items()}
+
+
+def match_checkpoint_structure(model: nn.Module, ckpt: Mapping[str, Any], what: str = "checkpoint",
+                               prefix: str = NET_PREFIX) -> int:
+    """Give ``model`` (a SentimentModel) the structure a checkpoint dict's weights were saved with.
+
+    Low-rank layers from the recorded ranks, then structurally pruned (smaller) layers from the
+    stored shapes (:func:`shrink_to_state_dict`). ``prefix``: the key prefix of the model's
+    weights in ``ckpt["state_dict"]`` (``net.`` in a Lightning checkpoint). Returns the number of
+    layers changed.
+    """
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    ranks = checkpoint_low_rank(ckpt)
+    for name, rank in ranks.items():
+        stored = state.get(f"{name}.first.weight")
+        if stored is None or stored.shape[0] != rank:
+            raise MmsentiError(f"{what}: its low-rank record says {name} has rank {rank} but its weights "
+                               f"{'lack ' + name + '.first.weight' if stored is None else 'hold rank ' + str(stored.shape[0])}; "
+                               "the file is damaged or was edited")
+    if not ranks and any(k.endswith((".first.weight", ".second.weight")) for k in state):
+        factorised = sorted({k.rsplit(".", 2)[0] for k in state if k.endswith(".first.weight")})
+        if any(not isinstance(_submodule(model, n), LowRankLinear) for n in factorised):
+            raise MmsentiError(f"{what}: holds low-rank (factorised) layers, e.g. {factorised[0]}, but no "
+                               "mmsenti_compression.lowrank.ranks record to rebuild them; re-save it from a run with "
+                               "compression=lowrank")
+    return apply_low_rank(model, ranks, what) + shrink_to_state_dict(model, state)
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
 def shrink_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int:
     """Resize ``nn.Linear`` layers of ``model`` to the (smaller) shapes a checkpoint holds.
 
@@ -180,7 +300,7 @@ def load_sentiment_checkpoint(path: str | Path, *, strict: bool = True, what: st
     if not state:
         raise MmsentiError(f"{path}: no '{NET_PREFIX}' weights; not a checkpoint of an mmsenti SentimentLitModule")
     model = SentimentModel(config, pretrained_weights=False)
-    shrink_to_state_dict(model, state)
+    match_checkpoint_structure(model, ckpt, str(path))  # low-rank layers (recorded ranks), then pruned shapes
     mismatch = state_dict_mismatch(model.state_dict(), state)
     problem = describe_mismatch(mismatch)
     if problem and strict:
@@ -193,5 +313,6 @@ def load_sentiment_checkpoint(path: str | Path, *, strict: bool = True, what: st
     data_config = dict(ckpt.get("datamodule_hyper_parameters") or run_config.get("data") or {})
     data_config.pop("_target_", None)
     extras = {"path": str(path), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
-              "hparams": hparams, "mismatch": mismatch, "run_config": run_config_path}
+              "hparams": hparams, "mismatch": mismatch, "run_config": run_config_path,
+              "low_rank": checkpoint_low_rank(ckpt)}
     return LoadedCheckpoint(model=model.eval(), model_config=config, data_config=data_config, task=config.task, extras=extras)

@@ -94,10 +94,18 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 def check_checkpoint(ckpt_path: str, module: torch.nn.Module) -> None:
-    """Fail with one line when a checkpoint does not fit the configured model (instead of a long traceback)."""
-    from mmsenti.models.checkpoint import describe_mismatch, read_checkpoint, state_dict_mismatch
+    """Fail with one line when a checkpoint does not fit the configured model (instead of a long traceback).
 
-    state = read_checkpoint(ckpt_path, "ckpt_path")["state_dict"]
+    A low-rank factorised checkpoint (``compression=lowrank``) first gives the module's network the
+    thin layers it records, so that resuming or evaluating it loads into the same structure.
+    """
+    from mmsenti.models.checkpoint import (
+        checkpoint_low_rank, describe_mismatch, match_checkpoint_structure, read_checkpoint, state_dict_mismatch)
+
+    ckpt = read_checkpoint(ckpt_path, "ckpt_path")
+    if checkpoint_low_rank(ckpt) and isinstance(getattr(module, "net", None), torch.nn.Module):
+        match_checkpoint_structure(module.net, ckpt, f"ckpt_path={ckpt_path}")
+    state = ckpt["state_dict"]
     details = describe_mismatch(state_dict_mismatch(module.state_dict(), state))
     if details:
         raise MmsentiError(f"{ckpt_path} does not match the configured model ({details}); "
