@@ -112,6 +112,9 @@ def describe_input_error(err: BaseException, inputs: Mapping[str, Any] | None = 
     when the exception itself does not (a ``UnicodeDecodeError`` or ``JSONDecodeError`` knows no file).
     """
     inputs = inputs or {}
+    cause = err.__cause__
+    if type(err).__name__ == "InstantiationException" and cause is not None:  # Hydra's instantiate() wraps what the target raised
+        return str(cause) if isinstance(cause, MmsentiError) else describe_input_error(cause, inputs)
     names = _qualnames(err)
     if isinstance(err, OSError):
         path = err.filename

@@ -211,6 +211,25 @@ def test_input_errors_are_described(err, expected):
     assert expected in describe_input_error(err)
 
 
+def test_hydra_instantiation_wrappers_are_unwrapped_to_the_cause():
+    """Hydra's instantiate() wraps what a target raised (an offline encoder's MmsentiError): the one line is the cause's."""
+    from hydra.errors import InstantiationException
+
+    def wrapped(cause):
+        try:
+            try:
+                raise cause
+            except Exception as e:
+                raise InstantiationException(f"Error in call to target 'x.Y':\n{e!r}") from e
+        except InstantiationException as outer:
+            return outer
+
+    assert describe_input_error(wrapped(MmsentiError("encoder 'bert-base-chinese' is not available offline"))) == \
+        "encoder 'bert-base-chinese' is not available offline"
+    assert "no such file or folder (/d/v.txt)" in describe_input_error(wrapped(FileNotFoundError(2, "No such file", "/d/v.txt")))
+    assert describe_input_error(wrapped(KeyError("bug"))) is None  # a bug stays a bug
+
+
 def test_an_error_without_a_file_is_traced_to_the_input_holding_it(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"text\ncaf\xe9\n")

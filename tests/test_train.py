@@ -187,6 +187,13 @@ def test_eval_reproduces_training_metrics(tmp_path, small_data):
     evaluated = json.loads(next((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")).read_text())
     for key in METRIC_KEYS:
         assert evaluated["test"][key] == pytest.approx(report["test"][key], abs=1e-5)
+    # eval writes the test predictions too (mmsenti report <run_dir>): their MAE is the metric's
+    import csv
+
+    eval_dir = next((tmp_path / "logs" / "eval" / "runs").glob("*/metrics.json")).parent
+    rows = list(csv.DictReader((eval_dir / "predictions.csv").open()))
+    mae = sum(abs(float(r["score"]) - float(r["label"])) for r in rows) / len(rows)
+    assert mae == pytest.approx(evaluated["test"]["MAE"], abs=1e-4)
     # eval composes the experiments that override training-only groups too (mosi_prune: compression);
     # its network is mosi_fusion's, so the same checkpoint gives the same numbers
     cfg = compose_train(["experiment=mosi_prune", f"ckpt_path={report['best_ckpt']}", "logger=none", *SMALL],

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmsenti.errors import MmsentiError, debug_requested, describe_input_error, internal_error_line
 from mmsenti.io import write_json_atomic
+from mmsenti.training.callbacks import TestPredictionsWriter
 from mmsenti.training.schema import check_config
 from mmsenti.metrics import format_metrics_table
 
@@ -250,7 +251,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     check_checkpoint(ckpt_path, model)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    # predictions.csv: an eval run can be reported too (mmsenti report <run_dir>)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False,
+                                      callbacks=[TestPredictionsWriter(str(output_dir / "predictions.csv"))])
     datamodule.setup("validate")
     metrics = {"val": split_metrics(trainer.validate(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False), "val")}
     if datamodule.splits.get("test"):
