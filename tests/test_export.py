@@ -468,11 +468,13 @@ def test_cli_export_static_int8_and_bench_against_checkpoint(bf16_run, tmp_path)
     assert manifest["metrics"]["source_run"]["val"]  # the run's own metrics.json, beside the checkpoint folder
     bench = tmp_path / "bench.json"
     assert main(["bench", str(out), "--against", ckpt, "--batch", "1,4", "--runs", "5", "--warmup", "1", "--threads", "1",
-                 "--out", str(bench)]) == 0
+                 "--native", "bf16", "--out", str(bench)]) == 0  # (torch.compile is timed by tests/test_bench_baselines.py)
     from mmsenti.export.benchmark import validate_bench
 
     report = validate_bench(json.loads(bench.read_text()))
     assert report["settings"]["reference"] == "pytorch_eager"
+    assert {"pytorch_eager", "pytorch_bf16"} <= {v["name"] for v in report["variants"]}
+    assert report["best_native"]  # the engines' ratios are also taken against the fastest PyTorch-native variant
     assert main(["report", str(tmp_path), "--pareto"]) == 0
     assert (tmp_path / "pareto.md").is_file()
 

@@ -73,7 +73,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description="Times export folders (and, with --against, the PyTorch checkpoint) in one process after "
                                     "warm-up, at each batch size: interleaved round-robin (default) or each on its own (--blocks).")
     be.add_argument("engines", nargs="+", help="export folders (with manifest.json)")
-    be.add_argument("--against", metavar="CKPT", help="also time PyTorch eager on this checkpoint")
+    be.add_argument("--against", metavar="CKPT", help="also time PyTorch on this checkpoint: eager and the --native options")
+    be.add_argument("--native", default="compile,bf16", metavar="KINDS",
+                    help="with --against: the PyTorch-native options timed beside eager, comma-separated from compile, bf16 "
+                         "(default compile,bf16; 'none' = eager only); ratios are given against eager and the fastest of them")
     be.add_argument("--batch", default="1,8,64", help="comma-separated batch sizes (default 1,8,64)")
     be.add_argument("--seq", type=positive_int, default=32, help="tokens per sample (default 32)")
     be.add_argument("--frames", type=positive_int, default=50, help="audio/vision frames per sample (default 50)")
@@ -241,13 +244,15 @@ def _bench(args: argparse.Namespace) -> int:
     for folder in args.engines:
         variants.append(engine_variant(folder, threads, args.seq, args.frames, spin=args.spin))
     if args.against:
-        from mmsenti.export.benchmark import eager_variant
+        from mmsenti.export.benchmark import native_variants
         from mmsenti.models.checkpoint import load_sentiment_checkpoint
 
         _quiet_libraries()
         model = load_sentiment_checkpoint(args.against, what="--against").model
         graph = variants[0].info.get("variant", "fused") if variants else "fused"
-        variants.insert(0, eager_variant(model, threads, args.seq, args.frames, variant=graph, info={"path": args.against}))
+        kinds = [] if args.native.strip().lower() in ("", "none") else [k.strip() for k in args.native.split(",") if k.strip()]
+        variants[:0] = native_variants(model, threads, args.seq, args.frames, kinds=["eager", *kinds], variant=graph,
+                                       info={"path": args.against})
     report = run_benchmark(variants, batches, runs=args.runs, warmup=args.warmup, threads=threads, seq=args.seq, frames=args.frames,
                            mode="blocks" if args.blocks else "interleaved")
     if args.out:
