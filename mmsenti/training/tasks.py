@@ -43,7 +43,9 @@ def apply_extras(cfg: DictConfig) -> None:
     if extras.get("ignore_warnings"):
         for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*Checkpoint directory.*exists and is not empty.*",
                         ".*is smaller than the logging interval.*", ".*TensorBoard.*", ".*Trying to infer the `batch_size`.*",
-                        ".*on_epoch=True.*"):
+                        ".*on_epoch=True.*",
+                        # frozen encoder layers run in eval mode on purpose (the frozen-prefix cache, finetune=frozen)
+                        r".*module\(s\) in eval mode at the start of training.*"):
             warnings.filterwarnings("ignore", message=pattern)
         for name in ("transformers", "huggingface_hub"):
             logging.getLogger(name).setLevel(logging.ERROR)
