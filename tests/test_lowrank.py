@@ -144,6 +144,19 @@ def test_layers_that_would_not_save_parameters_are_left_alone():
     assert report["ranks"] == {"0": model[0].rank}
 
 
+def test_default_scope_is_the_text_encoder_layers_and_the_fusion_blocks(base_model):
+    names = set(candidate_layers(base_model))
+    assert {"text_encoder.backbone.encoder.layer.0.attention.self.query", "text_encoder.backbone.encoder.layer.5.output.dense",
+            "fusion.cross.audio_to_text.0.ff.0"} <= names
+    assert not any(n.startswith(("fusion.inputs.", "head", "frame_encoders")) or ".pooler." in n for n in names)
+
+
+def test_ranks_round_up_to_a_multiple(base_model):
+    plans = plan_ranks(base_model, energy=0.5, include=["fusion.*"], multiple_of=8)
+    ranks = [p.rank for p in plans.values() if p.rank is not None]
+    assert ranks and all(r % 8 == 0 for r in ranks)
+
+
 def test_torch_fast_path_modules_are_never_factorised():
     model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), nn.Linear(16, 16))
     assert list(candidate_layers(model, ["*"], [])) == ["1"]  # their fast paths read .weight directly
@@ -294,29 +307,39 @@ def test_low_rank_graph_quantizes_to_int8_within_the_export_parity_bound(lowrank
 
 
 # ----------------------------------------------------------------------------- Hydra + Lightning
-def test_compression_lowrank_fast_dev_run_and_its_checkpoint(tmp_path):
+@pytest.fixture(scope="module")
+def lowrank_run(tmp_path_factory):
+    """A fast_dev_run of experiment=mosi_fusion compression=lowrank, and its checkpoint."""
     from test_train import SMALL, compose_train
 
     from mmsenti.data.synthetic import write_synthetic_mosi
-    from mmsenti.training.tasks import check_checkpoint, train
+    from mmsenti.training.tasks import train
 
-    import hydra
-
-    data = write_synthetic_mosi(tmp_path / "data", scale="small", seed=0)
+    root = tmp_path_factory.mktemp("lowrank_run")
+    data = write_synthetic_mosi(root / "data", scale="small", seed=0)
     overrides = ["experiment=mosi_fusion", "compression=lowrank", "compression.budget=0.5",
                  f"compression.include=[{','.join(SCOPE)}]", "debug=fdr", *SMALL]
-    cfg = compose_train(overrides, tmp_path / "run", data)
-    assert cfg.callbacks.lowrank._target_.endswith("LowRankFactorisation")
+    cfg = compose_train(overrides, root / "run", data)
     metrics, objects = train(cfg)
-    assert math.isfinite(metrics["val/MAE"])
+    ckpt = root / "run" / "trained.ckpt"
+    objects["trainer"].save_checkpoint(ckpt)  # fast_dev_run writes none
+    return {"cfg": cfg, "metrics": metrics, "objects": objects, "ckpt": ckpt, "data": data, "root": root}
+
+
+def test_compression_lowrank_fast_dev_run_and_its_checkpoint(lowrank_run):
+    import hydra
+
+    from mmsenti.training.tasks import check_checkpoint
+
+    cfg, objects, ckpt = lowrank_run["cfg"], lowrank_run["objects"], lowrank_run["ckpt"]
+    assert cfg.callbacks.lowrank._target_.endswith("LowRankFactorisation")
+    assert math.isfinite(lowrank_run["metrics"]["val/MAE"])
     net = objects["model"].net
     ranks = low_rank_ranks(net)
     assert ranks and all(n == TEXT_LAYER or n.startswith("fusion.") for n in ranks)
     # the optimiser trains the thin layers (it was built after the factorisation)
     optimised = {id(p) for group in objects["trainer"].optimizers[0].param_groups for p in group["params"]}
     assert all(id(p) in optimised for n, m in net.named_modules() if n in ranks for p in m.parameters() if p.requires_grad)
-    ckpt = tmp_path / "run" / "trained.ckpt"
-    objects["trainer"].save_checkpoint(ckpt)  # fast_dev_run writes none
     loaded = load_sentiment_checkpoint(ckpt)
     assert low_rank_ranks(loaded.model) == ranks
     batch = inputs(2)
@@ -328,10 +351,27 @@ def test_compression_lowrank_fast_dev_run_and_its_checkpoint(tmp_path):
     assert low_rank_ranks(fresh.net) == ranks
 
 
-def test_lowrank_composes_with_distillation_and_pruned_init(tmp_path):
+def test_lowrank_student_distils_from_a_teacher_checkpoint(lowrank_run):
+    """distill.teacher_ckpt + compression=lowrank compose: the teacher (here itself factorised) loads through
+    the one loader, the student is factorised before training and learns from the teacher's soft targets."""
+    from test_train import SMALL, compose_train
+
+    from mmsenti.training.tasks import train
+
+    cfg = compose_train(["experiment=mosi_distill_crossmodal", "compression=lowrank", "compression.budget=0.5",
+                         f"compression.include=[{','.join(SCOPE)}]", f"distill.teacher_ckpt={lowrank_run['ckpt']}",
+                         "distill.cache_dir=null", "debug=fdr", *SMALL], lowrank_run["root"] / "distill", lowrank_run["data"])
+    metrics, objects = train(cfg)
+    student = objects["model"]
+    assert math.isfinite(metrics["val/MAE"]) and student.soft_targets is not None
+    assert low_rank_ranks(student.teacher) == low_rank_ranks(lowrank_run["objects"]["model"].net)
+    assert low_rank_ranks(student.net) and "fusion.inputs.proj.text" not in low_rank_ranks(student.net)
+
+
+def test_lowrank_init_from_composes_with_distillation(tmp_path):
     from test_train import compose_train
 
-    cfg = compose_train(["experiment=mosi_distill_crossmodal", "compression=lowrank", "distill.teacher_ckpt=teacher.ckpt",
-                         "compression.init_from=teacher.ckpt"], tmp_path, tmp_path)
+    cfg = compose_train(["experiment=sst2_distill", "model/text_encoder=minilm_l6", "compression=lowrank",
+                         "distill.teacher_ckpt=teacher.ckpt", "compression.init_from=teacher.ckpt"], tmp_path, tmp_path)
     assert cfg.model._target_.endswith("DistillSentimentLitModule") and cfg.model.distill.teacher_ckpt == "teacher.ckpt"
     assert cfg.callbacks.lowrank.init_from == "teacher.ckpt" and cfg.compression.name == "lowrank"

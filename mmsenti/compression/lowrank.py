@@ -61,10 +61,11 @@ from mmsenti.models.checkpoint import LowRankLinear, low_rank_ranks
 
 log = logging.getLogger(__name__)
 
-# the text encoder's attention/FFN projections and the fusion blocks; the fusion's input projections
-# (as INT8 keeps them fp32: mmsenti.export.quantize.DEFAULT_EXCLUDE), the pooler and the head stay dense
-DEFAULT_INCLUDE: tuple[str, ...] = ("text_encoder.backbone.encoder.*", "fusion.*")
-DEFAULT_EXCLUDE: tuple[str, ...] = ("fusion.inputs.*",)
+# the text encoder's attention/FFN projections (any architecture's layers) and the fusion blocks; the
+# fusion's input projections (as INT8 keeps them fp32: mmsenti.export.quantize.DEFAULT_EXCLUDE), the
+# encoder's pooler and the head stay dense
+DEFAULT_INCLUDE: tuple[str, ...] = ("text_encoder.backbone.*", "fusion.*")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("fusion.inputs.*", "*.pooler.*")
 RECORD_KEY = "lowrank"  # under checkpoint["mmsenti_compression"]
 
 
