@@ -375,3 +375,15 @@ def test_lowrank_init_from_composes_with_distillation(tmp_path):
                          "distill.teacher_ckpt=teacher.ckpt", "compression.init_from=teacher.ckpt"], tmp_path, tmp_path)
     assert cfg.model._target_.endswith("DistillSentimentLitModule") and cfg.model.distill.teacher_ckpt == "teacher.ckpt"
     assert cfg.callbacks.lowrank.init_from == "teacher.ckpt" and cfg.compression.name == "lowrank"
+
+
+def test_a_factorised_run_resumes_from_its_checkpoint(lowrank_run):
+    """train.py ckpt_path=<factorised ckpt>: the structure comes from the checkpoint, not from a new SVD."""
+    from test_train import SMALL, compose_train
+
+    from mmsenti.training.tasks import train
+
+    overrides = ["experiment=mosi_fusion", "compression=lowrank", "compression.energy=0.5",  # other ranks if recomputed
+                 f"compression.include=[{','.join(SCOPE)}]", f"ckpt_path={lowrank_run['ckpt']}", "debug=fdr", *SMALL]
+    _, objects = train(compose_train(overrides, lowrank_run["root"] / "resume", lowrank_run["data"]))
+    assert low_rank_ranks(objects["model"].net) == low_rank_ranks(lowrank_run["objects"]["model"].net)
