@@ -182,12 +182,14 @@ def command_line(name: str, kind: str, args: list[str], layout: Layout) -> list[
     return ["train.py", f"experiment={EXPERIMENT}", *args, *smoke, *COMMON, f"hydra.run.dir={where}"]
 
 
-def shown(kind: str, args: list[str]) -> str:
-    """The command as a user types it (placeholders kept symbolic, outputs wherever ``--out`` says)."""
+def shown(name: str, kind: str, args: list[str], layout: Layout) -> str:
+    """The command as a user types it (``{ckpt:STEP}`` kept symbolic; ``run`` adds ``hydra.run.dir`` and logger
+    settings to a training step)."""
     if kind == "train":
         return " ".join(["python train.py", f"experiment={EXPERIMENT}", *args])
-    args = [a.replace("{export:", "{folder:") for a in args]
-    return " ".join([f"mmsenti {kind}", *args, "--out", "…"])
+    args = [relative(layout.output_of(a[8:-1]).parent) if a.startswith("{export:") else a for a in args]
+    where = layout.output_of(name).parent if kind == "export" else layout.output_of(name)
+    return " ".join([f"mmsenti {kind}", *args, "--out", relative(where)])
 
 
 def run(layout: Layout, models: list[str], seeds: tuple[int, ...], only: list[str] | None) -> None:
@@ -263,14 +265,13 @@ def seed_values(layout: Layout, model: str, key: str, split: str = "test") -> li
 
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 4) -> str:
-    """Mean ± sample std over the seeds that ran; says how many when not all of them did."""
+    """Mean ± sample std over the seeds that ran (a single seed: its value; the table's seeds column says how many)."""
     if not values:
         return "not run"
     values = [v * scale for v in values]
-    n = "" if len(values) == len(SEEDS) else f" ({len(values)} of {len(SEEDS)} seeds)"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}{n}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}{n}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def epoch_seconds(layout: Layout, model: str) -> list[float]:
@@ -299,7 +300,9 @@ def params(layout: Layout, model: str) -> int | None:
 
 
 def model_row(layout: Layout, model: str) -> str:
-    cells = [mean_std(seed_values(layout, model, key), 100.0 if pct else 1.0, 2 if pct else 4) for _, key, pct in METRICS]
+    ran = len(seed_values(layout, model, "MAE"))
+    cells = [f"{ran} of {len(SEEDS)}" if ran else "not run"]
+    cells += [mean_std(seed_values(layout, model, key), 100.0 if pct else 1.0, 2 if pct else 4) for _, key, pct in METRICS]
     n = params(layout, model)
     secs = epoch_seconds(layout, model)
     lat = latency(layout, model)
@@ -350,6 +353,17 @@ def data_sentence(layout: Layout, models: list[str]) -> str:
     return ""
 
 
+def recipe_epochs(layout: Layout, models: list[str]) -> str:
+    """``trainer.max_epochs`` of the runs (their resolved config in ``metrics.json``), else the experiment's."""
+    found = {(m.get("config") or {}).get("trainer", {}).get("max_epochs") for model in models for s in SEEDS
+             if (m := load(layout, train_step(model, s)))} - {None}
+    if found:
+        return "/".join(str(e) for e in sorted(found))
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(ROOT / "configs" / "experiment" / f"{EXPERIMENT}.yaml").trainer.max_epochs)
+
+
 def published_section() -> list[str]:
     out = ["## Published figures: MMSA on the real CMU-MOSI (not ours)", "",
            f"Quoted exactly from {PUBLISHED_SOURCE[1]}: <{PUBLISHED_SOURCE[0]}>. MMSA trains on the real CMU-MOSI "
@@ -369,19 +383,20 @@ def published_section() -> list[str]:
 def commands_section(layout: Layout, models: list[str]) -> list[str]:
     out = ["## Commands", "",
            f"Each step, in the order `run` executes it (outputs in `{relative(layout.out)}/<step>/` or `<step>.json`, "
-           "logs in `<step>.log`); `{ckpt:STEP}` is the best checkpoint of step STEP, `{folder:STEP}` its export folder:", ""]
+           "logs in `<step>.log`); `{ckpt:STEP}` is the best checkpoint of step STEP:", ""]
     for name, kind, args in steps(models):
         m = load(layout, name)
         if not m:
             status = " — *not run*"
         elif kind == "train":
-            status = f" — {m.get('epochs_trained', '?')} epochs, {m.get('train_seconds', 0):.0f} s training"
+            epochs = m.get("epochs_trained", "?")
+            status = f" — {epochs} epoch{'' if epochs == 1 else 's'}, {m.get('train_seconds', 0):.0f} s training"
         elif kind == "bench":
             lat = latency(layout, name[len("bench_"):])
             status = f" — p50 {lat['p50_ms']:.2f} ms" if lat else ""
         else:
             status = f" — {m.get('size_bytes', 0) / 1e6:.1f} MB" if m.get("size_bytes") else ""
-        out.append(f"- `{name}`{status}: `{shown(kind, args)}`")
+        out.append(f"- `{name}`{status}: `{shown(name, kind, args, layout)}`")
     return out
 
 
@@ -393,8 +408,8 @@ def render(layout: Layout, models: list[str] | None = None) -> str:
     smoke = layout.smoke or (layout.out / SMOKE_MARK).is_file()
     lines = ["# Model zoo on the synthetic CMU-MOSI-format set (issue 16)", ""]
     if smoke:
-        lines += ["> **SMOKE RUN** (`--smoke`: one epoch of two batches on the small synthetic set): the numbers below "
-                  "test the pipeline and mean nothing.", ""]
+        lines += ["> **SMOKE RUN** (`--smoke`: every training step with `" + " ".join(SMOKE_TRAIN) + "`, every benchmark "
+                  "with `" + " ".join(SMOKE_BENCH) + "`): the numbers below test the pipeline and mean nothing.", ""]
     lines += [f"Generated by `python experiments/zoo_report.py render` from the run folders under `{relative(layout.out)}/`, "
               f"or the copies `collect` keeps in `{relative(layout.archive)}/`; `python experiments/zoo_report.py run` "
               "re-creates them. Nothing below is typed in by hand except the published MMSA figures, quoted with their source.", "",
@@ -402,8 +417,8 @@ def render(layout: Layout, models: list[str] | None = None) -> str:
               f"{data_sentence(layout, models)}; `mmsenti/data/synthetic.py`): its label is `{W_TEXT}·s_text + {W_AUDIO}·s_audio + "
               f"{W_VISION}·s_vision + noise` (noise std {LABEL_NOISE}, clipped to [-3, 3]). These are not CMU-MOSI results and "
               "cannot be set against published ones; they compare the zoo's models with each other on one task, under one "
-              "recipe (`experiment=mosi_fusion`: MiniLM-L6 text encoder, audio/vision frame encoders, 8 epochs, "
-              "checkpoint selected on valid MAE).", "",
+              f"recipe (`experiment=mosi_fusion`: MiniLM-L6 text encoder, audio/vision frame encoders, {recipe_epochs(layout, models)} "
+              "epochs, checkpoint selected on valid MAE).", "",
               "Per model: test-fold metrics (MMSA's conventions, `mmsenti/metrics.py`) as mean ± sample std over seeds "
               f"{', '.join(map(str, SEEDS))} of `python train.py experiment=mosi_fusion model/fusion=<model> seed=<s>`; "
               "parameters of the exported model (text encoder included); training seconds per epoch (per seed the median "
@@ -416,7 +431,7 @@ def render(layout: Layout, models: list[str] | None = None) -> str:
         lines += [f"![test MAE and Corr vs INT8 batch-1 latency]({figure.name})", "",
                   f"*Figure: `python experiments/zoo_report.py render` from the steps below (points: mean ± std of the test "
                   "MAE / Corr over the seeds that ran, at the INT8 engine's batch-1 p50 latency).*", ""]
-    header = ["model", *(h for h, _, _ in METRICS), "params", "train s / epoch", "INT8 p50 / p99 (ms)"]
+    header = ["model", "seeds", *(h for h, _, _ in METRICS), "params", "train s / epoch", "INT8 p50 / p99 (ms)"]
     lines += ["## Our runs (synthetic set, test fold)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [model_row(layout, m) for m in models]
     bench = next((b for m in models if (b := load(layout, f"bench_{m}"))), None)
@@ -463,7 +478,7 @@ def main() -> None:
         print(f"wrote {write_report(layout)}")
     else:
         for name, kind, step_args in steps(zoo_models()):
-            print(f"{name}: {shown(kind, step_args)}")
+            print(f"{name}: {shown(name, kind, step_args, layout)}")
 
 
 if __name__ == "__main__":

@@ -139,12 +139,19 @@ def test_render_table_mean_std_partial_and_not_run(layout):
     assert cell["train s / epoch"] == "12.0 ± 0.0"  # the median epoch of each seed (10, 12, 30 → 12)
     assert cell["INT8 p50 / p99 (ms)"] == "3.25 / 6.50"
     lmf = dict(zip(cols, row(text, "lmf")))  # one seed, from its run folder; no export yet
-    assert lmf["MAE ↓"] == "0.9500 (1 of 3 seeds)" and lmf["params"] == "not run" and lmf["INT8 p50 / p99 (ms)"] == "not run"
+    assert cell["seeds"] == "3 of 3" and lmf["seeds"] == "1 of 3"
+    assert lmf["MAE ↓"] == "0.9500" and lmf["params"] == "not run" and lmf["INT8 p50 / p99 (ms)"] == "not run"
     assert set(row(text, "misa")) == {"`misa`", "not run"}
-    assert "synthetic" in text.split("## Our runs")[0] and "SMOKE" not in text
+    intro = text.split("## Our runs")[0]
+    assert "synthetic" in intro and "SMOKE" not in text
+    assert "8 epochs" in intro  # configs/experiment/mosi_fusion.yaml's, as the runs' configs do not say
     # the step list says which ran
     assert "- `misa_s1` — *not run*: `python train.py experiment=mosi_fusion model/fusion=misa seed=1`" in text
     assert "- `tfn_s2` — 3 epochs, 52 s training:" in text
+    assert (f"- `bench_tfn` — p50 3.25 ms: `mmsenti bench {layout.out / 'export_tfn'} --batch 1 --threads 1 "
+            f"--out {layout.out / 'bench_tfn.json'}`") in text
+    assert zoo.shown("export_tfn", "export", ["{ckpt:tfn_s1}", "--precision", "int8"], zoo.Layout()) == \
+        "mmsenti export {ckpt:tfn_s1} --precision int8 --out logs/zoo_report/export_tfn"
     # the figure sits beside its command
     assert (layout.figure).is_file() and f"![test MAE and Corr vs INT8 batch-1 latency]({layout.figure.name})" in text
     assert "Latency machine: Test CPU" in text
@@ -164,7 +171,7 @@ def test_render_of_a_smoke_folder_says_so_and_nothing_ran(tmp_path):
     lay.out.mkdir(parents=True, exist_ok=True)
     (lay.out / zoo.SMOKE_MARK).write_text("smoke")
     text = zoo.render(lay, ["tfn"])
-    assert "SMOKE RUN" in text and set(row(text, "tfn")) == {"`tfn`", "not run"}
+    assert "SMOKE RUN" in text and "trainer.max_epochs=1" in text and set(row(text, "tfn")) == {"`tfn`", "not run"}
     assert "![" not in text and not lay.figure.exists()
 
 
@@ -194,6 +201,6 @@ def test_smoke_pipeline_one_model(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = (tmp_path / "zoo.md").read_text()
     cells = row(text, "late")
-    assert "not run" not in " ".join(cells[1:8]) and cells[-1] != "not run"
+    assert cells[1] == "1 of 3" and "not run" not in cells
     assert set(row(text, "tfn")) == {"`tfn`", "not run"}
     assert "SMOKE RUN" in text and (tmp_path / "zoo.png").is_file()
