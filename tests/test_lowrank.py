@@ -18,7 +18,8 @@ from mmsenti.compression.lowrank import (
 from mmsenti.compression.structured import apply_masks, compute_masks, prune_structured, structure_report
 from mmsenti.errors import MmsentiError
 from mmsenti.models import SentimentModel, SentimentModelConfig
-from mmsenti.models.checkpoint import LowRankLinear, load_sentiment_checkpoint, low_rank_ranks
+from mmsenti.models.checkpoint import load_sentiment_checkpoint, low_rank_ranks
+from mmsenti.models.layers import LowRankLinear
 
 # one MiniLM projection and the fusion: SVDs of the whole encoder take tens of seconds on a busy 2-core machine
 TEXT_LAYER = "text_encoder.backbone.encoder.layer.5.attention.self.query"

@@ -57,7 +57,8 @@ from torch import nn
 from mmsenti.compression.structured import load_init_weights
 from mmsenti.compression.structured import shrink as shrink_structures
 from mmsenti.errors import MmsentiError
-from mmsenti.models.checkpoint import LowRankLinear, low_rank_ranks
+from mmsenti.models.checkpoint import low_rank_ranks
+from mmsenti.models.layers import LowRankLinear
 
 log = logging.getLogger(__name__)
 
