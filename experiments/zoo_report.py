@@ -417,8 +417,8 @@ def render(layout: Layout, models: list[str] | None = None) -> str:
               f"{data_sentence(layout, models)}; `mmsenti/data/synthetic.py`): its label is `{W_TEXT}·s_text + {W_AUDIO}·s_audio + "
               f"{W_VISION}·s_vision + noise` (noise std {LABEL_NOISE}, clipped to [-3, 3]). These are not CMU-MOSI results and "
               "cannot be set against published ones; they compare the zoo's models with each other on one task, under one "
-              f"recipe (`experiment=mosi_fusion`: MiniLM-L6 text encoder, audio/vision frame encoders, {recipe_epochs(layout, models)} "
-              "epochs, checkpoint selected on valid MAE).", "",
+              f"recipe (`experiment=mosi_fusion`: MiniLM-L6 text encoder, audio/vision frame encoders, "
+              f"`trainer.max_epochs={recipe_epochs(layout, models)}`, checkpoint selected on valid MAE).", "",
               "Per model: test-fold metrics (MMSA's conventions, `mmsenti/metrics.py`) as mean ± sample std over seeds "
               f"{', '.join(map(str, SEEDS))} of `python train.py experiment=mosi_fusion model/fusion=<model> seed=<s>`; "
               "parameters of the exported model (text encoder included); training seconds per epoch (per seed the median "
@@ -429,7 +429,7 @@ def render(layout: Layout, models: list[str] | None = None) -> str:
     figure = plot(layout, models)
     if figure:
         lines += [f"![test MAE and Corr vs INT8 batch-1 latency]({figure.name})", "",
-                  f"*Figure: `python experiments/zoo_report.py render` from the steps below (points: mean ± std of the test "
+                  "*Figure: `python experiments/zoo_report.py render` from the steps below (points: mean ± std of the test "
                   "MAE / Corr over the seeds that ran, at the INT8 engine's batch-1 p50 latency).*", ""]
     header = ["model", "seeds", *(h for h, _, _ in METRICS), "params", "train s / epoch", "INT8 p50 / p99 (ms)"]
     lines += ["## Our runs (synthetic set, test fold)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

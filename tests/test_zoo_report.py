@@ -144,7 +144,7 @@ def test_render_table_mean_std_partial_and_not_run(layout):
     assert set(row(text, "misa")) == {"`misa`", "not run"}
     intro = text.split("## Our runs")[0]
     assert "synthetic" in intro and "SMOKE" not in text
-    assert "8 epochs" in intro  # configs/experiment/mosi_fusion.yaml's, as the runs' configs do not say
+    assert "`trainer.max_epochs=8`" in intro  # configs/experiment/mosi_fusion.yaml's, as the runs' configs do not say
     # the step list says which ran
     assert "- `misa_s1` — *not run*: `python train.py experiment=mosi_fusion model/fusion=misa seed=1`" in text
     assert "- `tfn_s2` — 3 epochs, 52 s training:" in text
