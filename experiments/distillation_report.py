@@ -30,7 +30,9 @@ OUT = ROOT / "logs" / "distillation_report"
 REPORT = ROOT / "experiments" / "distillation.md"
 ARCHIVE = ROOT / "experiments" / "distillation_runs"  # each finished step's output, kept in git (collect)
 SEEDS = (1, 2, 3)
-COMMON = ["logger=csv", "extras.print_config=false"]
+# prefix_cache=false: the steps were first run before the frozen-prefix cache (dropout in the frozen layers of
+# a top_k encoder); one semantics for the whole table, whichever step is re-run at whichever commit
+COMMON = ["logger=csv", "extras.print_config=false", "model.net.text_encoder.prefix_cache=false"]
 
 # ---------------------------------------------------------------------------- the steps
 # (step, experiment, overrides): a training step runs `train.py experiment=<experiment> <overrides>`; a
