@@ -20,6 +20,7 @@ from mmsenti.errors import MmsentiError
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.checkpoint import load_sentiment_checkpoint, low_rank_ranks
 from mmsenti.models.layers import LowRankLinear
+from test_compression import inputs  # noqa: E402  (the one set of tiny model inputs; tests/ is on sys.path)
 
 # one MiniLM projection and the fusion: SVDs of the whole encoder take tens of seconds on a busy 2-core machine
 TEXT_LAYER = "text_encoder.backbone.encoder.layer.5.attention.self.query"
@@ -41,17 +42,6 @@ def small_model(seed: int = 0) -> SentimentModel:
                                audio_encoder={"name": "conv_transformer", "input_dim": 74, "d_model": 32, "num_heads": 4},
                                vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 32, "num_heads": 4})
     return SentimentModel(cfg, pretrained_weights=False).eval()
-
-
-def inputs(batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 5000, (batch, 12), generator=g)
-    ids[:, 0] = 101
-    mask = torch.ones(batch, 12, dtype=torch.long)
-    mask[0, 8:] = 0
-    return {"input_ids": ids, "attention_mask": mask,
-            "audio": torch.randn(batch, 9, 74, generator=g), "audio_mask": torch.ones(batch, 9, dtype=torch.bool),
-            "vision": torch.randn(batch, 7, 47, generator=g), "vision_mask": torch.ones(batch, 7, dtype=torch.bool)}
 
 
 @pytest.fixture(scope="module")
