@@ -78,6 +78,32 @@ export_model(model.eval(), sys.argv[2], ExportOptions(variant=sys.argv[3], metri
 """
 
 
+def export_small_fusion(fusion: dict, out_dir: Path) -> dict:
+    """A tiny fused model with this ``fusion`` config (BiLSTM text, LSTM audio, conv-transformer vision: widths
+    equal to none of the export's example sizes), exported in its own process (two different exports in one
+    process can freeze a dynamic axis); returns the export's manifest."""
+    import json
+
+    import torch
+
+    from mmsenti.models import SentimentModel, SentimentModelConfig
+
+    torch.manual_seed(0)
+    cfg = SentimentModelConfig(
+        text_encoder={"pretrained": "minilm_l6", "architecture": "bilstm", "backbone_options": {"hidden_size": 24},
+                      "finetune": "full"},
+        audio_encoder={"name": "lstm", "input_dim": 74, "d_model": 12},
+        vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 12, "num_heads": 2},
+        fusion=fusion)
+    model = SentimentModel(cfg).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": cfg.to_dict(), "state": model.state_dict()}, out_dir / "model.pt")
+    run = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(out_dir / "model.pt"), str(out_dir / "export"), "fused"],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((out_dir / "export" / "manifest.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_exports(tiny_model, tmp_path_factory) -> dict[str, Path]:
     """``tiny_model`` exported as fp32 ONNX, both variants: ``{"fused": DIR, "text_only": DIR}``. The

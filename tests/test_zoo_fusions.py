@@ -166,29 +166,10 @@ def test_fast_dev_run_mosi_fusion(name, tmp_path, synthetic_small):
 def test_onnx_export_fp32_parity(name, tmp_path):
     """``export_model`` (what ``mmsenti export`` runs) in its own process, as the CLI does: exported second in one
     process, after the other zoo model, lmf's token axis came out frozen at the example's 16 tokens."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from conftest import EXPORT_SCRIPT, ROOT
-
-    from mmsenti.models import SentimentModel, SentimentModelConfig
+    from conftest import export_small_fusion
 
     # small widths that equal none of the export's example sizes (batch 2, 16 tokens, 20 / 23 frames): the
     # dynamo exporter can tie a static width to a dynamic axis of the same size (a 20-wide text x audio product
     # made ONNX Runtime fail at batch 1; a 16-wide text encoder froze the token axis)
-    torch.manual_seed(0)
-    cfg = SentimentModelConfig(
-        text_encoder={"pretrained": "minilm_l6", "architecture": "bilstm", "backbone_options": {"hidden_size": 24},
-                      "finetune": "full"},
-        audio_encoder={"name": "lstm", "input_dim": 74, "d_model": 12},
-        vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 12, "num_heads": 2},
-        fusion={"name": name, "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10})
-    model = SentimentModel(cfg).eval()
-    torch.save({"config": cfg.to_dict(), "state": model.state_dict()}, tmp_path / "model.pt")
-    run = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path / "model.pt"), str(tmp_path / name), "fused"],
-                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert run.returncode == 0, run.stderr[-3000:]
-    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+    manifest = export_small_fusion({"name": name, "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10}, tmp_path)
     assert manifest["parity"]["max_abs_diff"] <= 1e-4

@@ -328,30 +328,11 @@ def test_self_mm_labels_move_from_epoch_2(tmp_path, synthetic_small):
 @pytest.mark.parametrize("name", NAMES)
 def test_onnx_export_fp32_parity(name, tmp_path):
     """``export_model`` in its own process (as test_zoo_fusions.py: a second export in one process can freeze an axis)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from conftest import EXPORT_SCRIPT, ROOT
-
-    from mmsenti.models import SentimentModel, SentimentModelConfig
+    from conftest import export_small_fusion
 
     # small widths equal to none of the export's example sizes (batch 2, 16 tokens, 20 / 23 frames)
     fusion = {"misa": {"d_model": 6, "num_heads": 2, "dim_feedforward": 14},
               "self_mm": {"d_model": 10, "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2},
               "mult_paper": {"d_model": 6, "num_heads": 2, "num_layers": 2}}[name]
-    torch.manual_seed(0)
-    cfg = SentimentModelConfig(
-        text_encoder={"pretrained": "minilm_l6", "architecture": "bilstm", "backbone_options": {"hidden_size": 24},
-                      "finetune": "full"},
-        audio_encoder={"name": "lstm", "input_dim": 74, "d_model": 12},
-        vision_encoder={"name": "conv_transformer", "input_dim": 47, "d_model": 12, "num_heads": 2},
-        fusion={"name": name, **fusion})
-    model = SentimentModel(cfg).eval()
-    torch.save({"config": cfg.to_dict(), "state": model.state_dict()}, tmp_path / "model.pt")
-    run = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path / "model.pt"), str(tmp_path / name), "fused"],
-                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert run.returncode == 0, run.stderr[-3000:]
-    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+    manifest = export_small_fusion({"name": name, **fusion}, tmp_path)
     assert manifest["parity"]["max_abs_diff"] <= 1e-4
