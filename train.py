@@ -12,7 +12,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float] | None:
     from mmsenti.training.tasks import optimized_value, run_safely, train
 
     metrics, _ = run_safely(train, cfg)

@@ -19,7 +19,10 @@ and a JSON with, per engine: parameters of the PyTorch model and of the ONNX gra
 elements), ONNX bytes, batch-1 p50/p99 latency, the engine's MOSI metrics on the synthetic test
 fold (Non0 Acc-2, MAE, ... as :mod:`mmsenti.metrics` computes them), and ratios against the dense
 engine of the same precision and against dense fp32. ``--finetune-epochs 0`` measures the one-shot
-factorisation (no recovery fine-tuning).
+factorisation (no recovery fine-tuning). With ``--out X.json`` the benchmark run itself is also written,
+whole, as bench JSON (``X_bench.json``, schema ``mmsenti.bench/1``), so that
+``mmsenti report experiments/lowrank --pareto`` puts the low-rank engines on the accuracy-latency plot
+beside pruning and INT8.
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ def main() -> int:
     print(text)
     if args.out:
         write_json_atomic(Path(args.out), result)
+        write_json_atomic(Path(args.out).with_name(Path(args.out).stem + "_bench.json"), bench)  # for report --pareto
     if scratch is not None:
         scratch.cleanup()
     return 0

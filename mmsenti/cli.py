@@ -6,6 +6,7 @@
     mmsenti info
     mmsenti serve EXPORT_DIR --port 8000
     mmsenti stream broker start | produce | run | consume | verify   (docs/streaming.md)
+    mmsenti search trials | front | export TRIAL                     (docs/search.md)
 
 Each sub-command lives beside the code it drives; this file only wires the parsers. Problems the
 user can fix print one ``error:`` line and exit with status 2: an :class:`~mmsenti.errors.MmsentiError`,
@@ -27,9 +28,9 @@ from typing import Any
 from mmsenti.errors import DEBUG_ENV, MmsentiError, debug_requested, describe_input_error, internal_error_line
 
 # each module defines add_commands(subparsers): data (download/inspect/synth), export (export/bench/
-# report), media (extract/predict), serve (serve), stream (broker/produce/run/consume/verify)
+# report), media (extract/predict), serve (serve), stream (broker/produce/run/consume/verify), search (trials/front/export)
 COMMAND_MODULES = ("mmsenti.data.commands", "mmsenti.export.commands", "mmsenti.media.commands", "mmsenti.serve.commands",
-                   "mmsenti.stream.commands")
+                   "mmsenti.stream.commands", "mmsenti.search.commands")
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ class ExportConfig:
     tolerance: float | None = None
     metrics: bool = True
     tensorrt_profile: dict[str, Any] | None = None
+    # time each engine after export (the one harness, mmsenti.export.benchmark): e.g. {batch: 1, threads: 1,
+    # runs: 200}; null = no timing. Latency-aware search (hparams_search=mosi_nas) optimises its p50.
+    benchmark: dict[str, Any] | None = None
 
     @classmethod
     def from_node(cls, node: dict[str, Any]) -> "ExportConfig":
@@ -57,6 +60,52 @@ class ExportConfig:
                              exclude=tuple(self.keep_fp32) if self.keep_fp32 is not None else DEFAULT_EXCLUDE,
                              tolerance=self.tolerance, metrics=bool(self.metrics),
                              tensorrt_profile=dict(self.tensorrt_profile or {}), overwrite=True)
+
+
+BENCH_DEFAULTS = {"batch": 1, "threads": 1, "runs": 200, "warmup": 20, "seq": 32, "frames": 50}
+
+
+def engine_latency(folder: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Single-stream latency of one exported engine (``export.benchmark``): p50/p99 in ms and the settings.
+
+    Fixed synthetic inputs (``seq`` tokens, ``frames`` frames, seed 0) so that every trial of a search
+    is timed on the same work; each engine on its own (``blocks`` mode), as a deployment runs it.
+    """
+    from mmsenti.export.benchmark import engine_variant, run_benchmark
+
+    unknown = sorted(set(settings) - set(BENCH_DEFAULTS))
+    if unknown:
+        raise MmsentiError(f"export.benchmark: unknown key(s) {unknown}; valid keys: {', '.join(BENCH_DEFAULTS)}")
+    s = {**BENCH_DEFAULTS, **settings}
+    variant = engine_variant(folder, int(s["threads"]), int(s["seq"]), int(s["frames"]))
+    report = run_benchmark([variant], [int(s["batch"])], runs=int(s["runs"]), warmup=int(s["warmup"]),
+                           threads=int(s["threads"]), seq=int(s["seq"]), frames=int(s["frames"]), mode="blocks")
+    if report["failed"]:
+        raise MmsentiError(f"export.benchmark: {folder}: {next(iter(report['failed'].values()))}")
+    row = report["results"][0]
+    return {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "mean_ms": row["mean_ms"], "settings": s,
+            "cpu": report["hardware"].get("cpu"), "load_avg": report["hardware"].get("load_avg_after")}
+
+
+def engine_objectives(export_summary: dict[str, Any]) -> dict[str, float]:
+    """Flat figures of the exported engines, for ``optimized_metric`` (e.g. a latency-aware search).
+
+    ``engine/<variant>_<precision>/<split>/<metric>`` and ``.../p50_ms`` / ``p99_ms`` per engine, and the
+    same names without the engine part (``engine/val/MAE``, ``engine/p50_ms``) for the first engine
+    exported: a search that varies the precision names one objective whatever engine a trial wrote.
+    """
+    flat: dict[str, float] = {}
+    first = True
+    for name, s in export_summary.items():
+        if "error" in s:
+            continue
+        figures = {f"{split}/{k}": float(v) for split, values in (s.get("metrics") or {}).items() for k, v in values.items()}
+        figures.update({k: float(s["latency"][k]) for k in ("p50_ms", "p99_ms")} if s.get("latency") else {})
+        flat.update({f"engine/{name}/{k}": v for k, v in figures.items()})
+        if first:
+            flat.update({f"engine/{k}": v for k, v in figures.items()})
+            first = False
+    return flat
 
 
 def compression_summary(model) -> dict[str, Any]:
@@ -97,5 +146,9 @@ def after_training(cfg: DictConfig, lit_module, datamodule, output_dir: str | Pa
             manifests[name] = str(Path(output_dir) / "export" / name / "manifest.json")
             summary[name] = {"parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "size_bytes": manifest["size_bytes"],
                              "metrics": manifest["metrics"]["engine"]}
+            if e.benchmark is not None:
+                summary[name]["latency"] = latency = engine_latency(Path(output_dir) / "export" / name, dict(e.benchmark))
+                log.info("engine %s: batch-%d p50 %.3f ms, p99 %.3f ms (%d thread(s))", name, latency["settings"]["batch"],
+                         latency["p50_ms"], latency["p99_ms"], latency["settings"]["threads"])
     out["export"] = {"manifests": manifests, "summary": summary}
     return out

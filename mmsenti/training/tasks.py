@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmsenti.errors import MmsentiError, debug_requested, describe_input_error, internal_error_line
 from mmsenti.io import write_json_atomic
@@ -234,6 +234,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             log.info("metrics (best checkpoint: %s)\n%s", eval_ckpt, table)
         log.info("results: %s", output_dir / "metrics.json")
     flat = {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+    if summary.get("export"):  # engine metrics and latency (export.benchmark): optimizable like val/MAE
+        from mmsenti.export.hooks import engine_objectives
+
+        flat.update(engine_objectives(summary["export"]["summary"]))
     return flat, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
@@ -267,18 +271,35 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return flat, {"cfg": cfg, "model": model, "trainer": trainer}
 
 
-def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value Optuna optimises (``optimized_metric``), with a clear error when it is not logged.
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | list[float] | None:
+    """The value(s) Optuna optimises (``optimized_metric``), with a clear error when one is not logged.
 
-    ``None`` when there is no such metric to compute: no ``optimized_metric``, or ``test=false``.
+    A name gives a float; a list of names (a multi-objective study, e.g. ``[engine/val/MAE, engine/p50_ms]``
+    in ``hparams_search=mosi_nas``) gives a list in that order. The values are also written to the run's
+    ``metrics.json`` as ``objectives`` (names and values), which is how ``mmsenti search`` finds the run
+    folder of a study's trial. ``None`` when there is nothing to compute: no ``optimized_metric``, or
+    ``test=false``.
     """
-    name = cfg.get("optimized_metric")
-    if not name:
+    spec = cfg.get("optimized_metric")
+    if not spec:
         return None
+    names = [str(n) for n in spec] if isinstance(spec, (list, tuple, ListConfig)) else [str(spec)]
     if not cfg.get("test"):  # nothing was evaluated: a finished run, with nothing to return
         log.info("test=false: the best checkpoint was not evaluated, so optimized_metric=%s has no value "
-                 "(a sweep needs test=true)", name)
+                 "(a sweep needs test=true)", ",".join(names))
         return None
-    if name not in metrics:
-        raise MmsentiError(f"optimized_metric={name} was not computed; available: {', '.join(sorted(metrics))}")
-    return float(metrics[name])
+    missing = [n for n in names if n not in metrics]
+    if missing:
+        hint = " (engine/... figures need export=onnx, and latency export.benchmark)" if any(
+            n.startswith("engine/") for n in missing) else ""
+        raise MmsentiError(f"optimized_metric={','.join(missing)} was not computed{hint}; "
+                           f"available: {', '.join(sorted(metrics))}")
+    values = [float(metrics[n]) for n in names]
+    record = Path(cfg.paths.output_dir) / "metrics.json"
+    if record.is_file():
+        import json
+
+        summary = json.loads(record.read_text())
+        summary["objectives"] = {"names": names, "values": values}
+        write_json_atomic(record, summary)
+    return values if isinstance(spec, (list, tuple, ListConfig)) else values[0]
