@@ -1,4 +1,4 @@
-"""CMU-MOSI regression metrics, computed exactly as MMSA computes them.
+"""CMU-MOSI (and MOSEI) and CH-SIMS regression metrics, computed exactly as MMSA computes them.
 
 Why a re-implementation rather than "accuracy + F1": published MOSI numbers (MMSA, the
 MulT/MISA/Self-MM line of papers) all come from one function, MMSA's
@@ -22,6 +22,13 @@ Deliberate deviations, each where MMSA would give NaN or crash rather than a num
 * ``Non0_*`` are NaN when every truth is exactly 0 (MMSA raises inside scikit-learn).
 * Inputs are flattened and computed in float64 (MMSA computes in the tensor's dtype,
   usually float32; the difference is below 1e-6).
+
+CH-SIMS is scored differently (MMSA's ``__eval_sims_regression``, :func:`sims_regression_metrics`):
+labels and predictions in [-1, 1] (both clipped), classes by intervals open on the left —
+2 classes ``[-1, 0], (0, 1]``; 3 classes ``[-1, -0.1], (-0.1, 0.1], (0.1, 1]``; 5 classes
+``[-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1]`` — ``Mult_acc_2/3/5``, the weighted
+``F1_score`` of the two classes, and MAE / Corr on the *clipped* values. A data config names its set
+(``data.metrics: mosi | sims``, :data:`METRIC_SETS`).
 
 :class:`MosiMetrics` wraps the same function as a torchmetrics ``Metric`` so that a
 LightningModule can accumulate predictions over a whole val/test epoch, across DDP ranks
@@ -52,6 +59,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "MAE",
     "Corr",
 )
+
+SIMS_METRIC_NAMES: tuple[str, ...] = ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr")
+# MMSA's interval edges for CH-SIMS: a value v is in class i when edges[i] < v <= edges[i + 1]
+SIMS_EDGES = {2: (-1.01, 0.0, 1.01), 3: (-1.01, -0.1, 0.1, 1.01), 5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01)}
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
@@ -125,6 +136,56 @@ def mosi_regression_metrics(y_pred: ArrayLike, y_true: ArrayLike, round_digits: 
     return out
 
 
+def _sims_classes(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """Class index per value, ``edges[i] < v <= edges[i + 1]`` (values already clipped to [-1, 1]).
+
+    Compared in float32, as MMSA compares its float32 tensors with the Python edges: a label of 0.1 (an
+    average of five annotators: CH-SIMS labels are multiples of 0.1) is then exactly on the edge and
+    neutral, where float64 would see float32's 0.10000000149 and call it positive.
+    """
+    inner = np.asarray(edges[1:-1], dtype=np.float32)
+    return np.searchsorted(inner, values.astype(np.float32), side="left").astype(np.float64)
+
+
+def sims_regression_metrics(y_pred: ArrayLike, y_true: ArrayLike, round_digits: int | None = None) -> dict[str, float]:
+    """MMSA's CH-SIMS regression metrics for predictions and truths in [-1, 1] (both clipped first).
+
+    Returns ``{name: float}`` for the names in :data:`SIMS_METRIC_NAMES`. ``Corr`` is 0.0 for constant
+    inputs, as in :func:`mosi_regression_metrics`.
+    """
+    pred = np.clip(_as_flat_float64(y_pred, "y_pred"), -1.0, 1.0)
+    true = np.clip(_as_flat_float64(y_true, "y_true"), -1.0, 1.0)
+    if pred.shape != true.shape:
+        raise ValueError(f"y_pred has {pred.size} values but y_true has {true.size}")
+    classes = {n: (_sims_classes(pred, e), _sims_classes(true, e)) for n, e in SIMS_EDGES.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        f1 = float(f1_score(classes[2][1], classes[2][0], average="weighted"))
+    out = {
+        "Mult_acc_2": _multiclass_acc(*classes[2]),
+        "Mult_acc_3": _multiclass_acc(*classes[3]),
+        "Mult_acc_5": _multiclass_acc(*classes[5]),
+        "F1_score": f1,
+        "MAE": float(np.mean(np.absolute(pred - true))),
+        "Corr": _pearson(pred, true),
+    }
+    if round_digits is not None:
+        out = {k: round(v, round_digits) for k, v in out.items()}
+    return out
+
+
+# data.metrics -> the function; the first name of each set's table is what epoch logs lead with
+METRIC_SETS = {"mosi": mosi_regression_metrics, "sims": sims_regression_metrics}
+
+
+def metric_function(name: str):
+    """The metric set ``name`` (``data.metrics``), or one line listing the sets."""
+    try:
+        return METRIC_SETS[name]
+    except KeyError:
+        raise ValueError(f"metric set {name!r}; choose one of {', '.join(METRIC_SETS)}") from None
+
+
 class MosiMetrics(Metric):
     """Accumulates predictions/targets over an epoch, then computes the MMSA metric dict.
 
@@ -148,9 +209,11 @@ class MosiMetrics(Metric):
     preds: list[torch.Tensor]
     target: list[torch.Tensor]
 
-    def __init__(self, round_digits: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, round_digits: int | None = None, metric_set: str = "mosi", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.round_digits = round_digits
+        self.metric_set = metric_set
+        self._compute_fn = metric_function(metric_set)  # mosi (MOSI/MOSEI) or sims (CH-SIMS)
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
@@ -172,7 +235,7 @@ class MosiMetrics(Metric):
         # after a DDP sync the list states arrive already concatenated into one tensor
         if isinstance(self.preds, list) and not self.preds:
             raise ValueError("MosiMetrics.compute() called before any update()")
-        return mosi_regression_metrics(dim_zero_cat(self.preds), dim_zero_cat(self.target), self.round_digits)
+        return self._compute_fn(dim_zero_cat(self.preds), dim_zero_cat(self.target), self.round_digits)
 
 
 def format_metrics_table(metrics_by_split: Mapping[str, Mapping[str, float]], digits: int = 4) -> str:
@@ -184,7 +247,8 @@ def format_metrics_table(metrics_by_split: Mapping[str, Mapping[str, float]], di
     """
     splits = list(metrics_by_split)
     seen = [name for m in metrics_by_split.values() for name in m]
-    names = [n for n in METRIC_NAMES if n in seen] + [n for n in dict.fromkeys(seen) if n not in METRIC_NAMES]
+    order = METRIC_NAMES + SIMS_METRIC_NAMES
+    names = [n for n in dict.fromkeys(order) if n in seen] + [n for n in dict.fromkeys(seen) if n not in order]
     header = ["metric", *splits]
     rows = [[name, *(_fmt(metrics_by_split[s].get(name), digits) for s in splits)] for name in names]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

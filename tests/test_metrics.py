@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmsenti.metrics import METRIC_NAMES, MosiMetrics, format_metrics_table, mosi_regression_metrics
+from mmsenti.metrics import (METRIC_NAMES, SIMS_METRIC_NAMES, MosiMetrics, format_metrics_table, mosi_regression_metrics,
+                             sims_regression_metrics)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VECTORS = DATA / "mosi_metrics_vectors.json"
@@ -170,3 +171,38 @@ def test_format_metrics_table():
         ["extra", "-", "1.0000"],
     ]
     assert len({len(line) for line in lines}) == 1  # values right-aligned under their split
+
+
+# ---------------------------------------------------------------------------- CH-SIMS (MMSA's __eval_sims_regression)
+def test_sims_classes_by_hand_with_edges_and_clipping():
+    # truths on every class edge; CH-SIMS labels are multiples of 0.1 (five annotators in steps of 0.5)
+    truth = [-1.0, -0.7, -0.1, 0.0, 0.1, 0.7, 1.0, 0.2]
+    pred = [-3.0, -0.69, -0.11, 0.05, 0.1, 0.71, 2.0, -0.2]  # -3 and 2 clip to -1 and 1
+    m = sims_regression_metrics(pred, truth)
+    assert list(m) == list(SIMS_METRIC_NAMES)
+    # 2 classes [-1,0] (0,1]: truth 0,0,0,0,1,1,1,1; pred 0,0,0,1,1,1,1,0 -> 6/8
+    assert m["Mult_acc_2"] == pytest.approx(6 / 8)
+    # 3 classes [-1,-.1] (-.1,.1] (.1,1]: truth 0,0,0,1,1,2,2,2; pred 0,0,0,1,1,2,2,0 -> 7/8
+    assert m["Mult_acc_3"] == pytest.approx(7 / 8)
+    # 5 classes [-1,-.7] (-.7,-.1] (-.1,.1] (.1,.7] (.7,1]: truth 0,0,1,2,2,3,4,3; pred 0,1,1,2,2,4,4,1 -> 5/8
+    assert m["Mult_acc_5"] == pytest.approx(5 / 8)
+    # MAE on the clipped values
+    clipped = np.clip(pred, -1, 1)
+    assert m["MAE"] == pytest.approx(float(np.mean(np.abs(clipped - np.array(truth)))))
+    assert m["Corr"] == pytest.approx(float(np.corrcoef(clipped, truth)[0, 1]))
+
+
+def test_sims_edge_labels_compare_in_float32_like_mmsa():
+    # float32 labels (what a batch holds): 0.1f is 0.10000000149 and -0.7f is -0.69999999 in float64, yet MMSA,
+    # comparing float32 tensors with the edges, counts them on the edge: neutral and most negative
+    labels = torch.tensor([0.1, -0.7], dtype=torch.float32)
+    m = sims_regression_metrics(torch.tensor([0.0, -0.9]), labels)
+    assert m["Mult_acc_3"] == 1.0 and m["Mult_acc_5"] == 1.0  # float64 comparisons would give 0.5 and 0.0
+
+
+def test_metric_set_in_the_torchmetrics_class():
+    metric = MosiMetrics(metric_set="sims")
+    metric.update(torch.tensor([0.5, -0.5]), torch.tensor([0.4, -0.6]))
+    assert set(metric.compute()) == set(SIMS_METRIC_NAMES)
+    with pytest.raises(ValueError, match="metric set 'simz'; choose one of mosi, sims"):
+        MosiMetrics(metric_set="simz")

@@ -245,6 +245,7 @@ class SentimentDataModule(L.LightningDataModule):
         text_normalization: str = "none",
         files: dict | None = None,
         encoding: str = "utf-8",
+        metrics: str = "mosi",
     ):
         # plain dicts: hyper-parameters go into checkpoints, which load with weights_only=True
         source_options = {str(k): v for k, v in source_options.items()} if source_options else None

@@ -19,7 +19,8 @@ training-only terms (the zoo's ``misa``, ``self_mm``) hands them over through it
 :class:`~mmsenti.distill.module.DistillSentimentLitModule` adds a teacher's.
 
 Optimiser and scheduler arrive as ``_partial_`` configs; the pretrained text encoder gets its own
-(smaller) learning rate. Validation and test report the MOSI metrics exactly as MMSA computes them.
+(smaller) learning rate. Validation and test report the metrics exactly as MMSA computes them: MOSI's, or
+CH-SIMS's with ``metrics="sims"`` (``data.metrics``; :mod:`mmsenti.metrics`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torchmetrics import MeanMetric
 
 from mmsenti.data.batch import SentimentBatch
 from mmsenti.errors import MmsentiError
-from mmsenti.metrics import MosiMetrics
+from mmsenti.metrics import METRIC_SETS, MosiMetrics
 from mmsenti.models import SentimentModel, SentimentModelConfig
 from mmsenti.models.sentiment_model import NUM_CLASSES_7
 
@@ -93,6 +94,7 @@ class SentimentLitModule(L.LightningModule):
         net: Mapping[str, Any] | SentimentModelConfig,
         loss: str = "l1",
         aux_7class_weight: float = 0.0,
+        metrics: str = "mosi",
         encoder_lr: float = 5e-5,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., dict] | None = None,
@@ -111,8 +113,13 @@ class SentimentLitModule(L.LightningModule):
         self.net = SentimentModel(self.model_config)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_metrics = MosiMetrics()
-        self.test_metrics = MosiMetrics()
+        if metrics not in METRIC_SETS:
+            raise MmsentiError(f"model.metrics={metrics!r} (data.metrics); choose one of {', '.join(METRIC_SETS)}")
+        if metrics != "mosi" and self.model_config.task == "classification":
+            raise MmsentiError(f"model.metrics={metrics!r} is a regression metric set; classification is scored as binary "
+                               "(data.metrics=mosi: Non0_acc_2 is the accuracy)")
+        self.val_metrics = MosiMetrics(metric_set=metrics)
+        self.test_metrics = MosiMetrics(metric_set=metrics)
         # for the one-line epoch summary in the run log (rank 0 only, so never synced across processes)
         self.train_loss_mean = MeanMetric(sync_on_compute=False)
 
@@ -244,6 +251,10 @@ class SentimentLitModule(L.LightningModule):
             if self.task == "classification":
                 log.info("epoch %d: train loss %.4f | val acc %.4f F1 %.4f", self.current_epoch, train_loss,
                          values["Non0_acc_2"], values["Non0_F1_score"])
+            elif self.hparams.metrics == "sims":
+                log.info("epoch %d: train loss %.4f | val MAE %.4f Corr %.4f Acc-2 %.4f Acc-3 %.4f Acc-5 %.4f", self.current_epoch,
+                         train_loss, values["MAE"], values["Corr"], values["Mult_acc_2"], values["Mult_acc_3"],
+                         values["Mult_acc_5"])
             else:
                 log.info("epoch %d: train loss %.4f | val MAE %.4f Corr %.4f Non0_acc_2 %.4f Acc-7 %.4f", self.current_epoch,
                          train_loss, values["MAE"], values["Corr"], values["Non0_acc_2"], values["Mult_acc_7"])
