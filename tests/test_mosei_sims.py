@@ -381,3 +381,18 @@ def test_fast_dev_run_on_each_synthetic_set(data, tmp_path):
     assert dm.feature_dims == ({"audio": 74, "vision": 35} if data == "synthetic_mosei" else {"audio": 33, "vision": 35})
     batch = dm.collator(dm.splits["train"][:2])
     assert (batch.text_labels is None) == (data == "synthetic_mosei")
+
+
+def test_inspect_reads_a_mosei_folder(mosei_small, tmp_path):
+    """`mmsenti data inspect` on a CMU-MOSEI folder: its own file names and folds, not MOSI's."""
+    from mmsenti.data.inspect.stats import inspect_path
+    from mmsenti.errors import MmsentiError
+
+    info = inspect_path(mosei_small)
+    assert info["kind"] == "csd_folder" and info["dataset"] == "CMU-MOSEI"
+    assert {s: info["splits"][s]["segments"] for s in ("train", "valid", "test")} == {"train": 60, "valid": 30, "test": 30}
+    assert not info["problems"]["missing_files"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MmsentiError, match="expected CMU_MOSI_Opinion_Labels.csd or CMU_MOSEI_Labels.csd"):
+        inspect_path(empty)

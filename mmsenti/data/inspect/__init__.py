@@ -4,7 +4,9 @@ Accepted inputs (detected by suffix, else by the file's first bytes):
 
 * a folder of CMU-MOSI computational sequences (``CMU_MOSI_Opinion_Labels.csd`` + words/COVAREP/
   FACET, real or synthetic) - loaded with :func:`~mmsenti.data.mosi.load_mosi_csd`
-  (``on_error="skip"`` so malformed entries are counted, no cache written);
+  (``on_error="skip"`` so malformed entries are counted, no cache written); a CMU-MOSEI folder
+  (``CMU_MOSEI_Labels.csd`` + the SDK's feature names) likewise, with
+  :func:`~mmsenti.data.mosei.load_mosei_csd` (its standard folds, sentiment at label index 0);
 * a single ``.csd`` file: a label file (one numeric column) is loaded alone, with its folder's
   ``folds.json`` or the SDK's standard folds; a words or frame-feature file is summarised per
   video (rows, durations, per-dimension statistics, NaN/inf, fold coverage);

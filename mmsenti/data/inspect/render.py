@@ -25,7 +25,7 @@ def render_text(info: dict[str, Any], console=None) -> None:
 
     console = console or Console(highlight=False)
     kind_doc = {
-        "csd_folder": "CMU-MOSI computational sequences",
+        "csd_folder": f"{info.get('dataset', 'CMU-MOSI')} computational sequences",
         "label_csd": "label file only",
         "mmsa_pickle": "MMSA processed pickle",
         "label_csv": "MMSA-FET label.csv, text only",

@@ -152,16 +152,24 @@ def _sniff(path: Path) -> str:
     return "csv"
 
 
+def _mosei_labels(path: Path) -> bool:
+    """Does the folder hold a CMU-MOSEI label file (the SDK's names, :data:`mmsenti.data.mosei.DEFAULT_FILES`)?"""
+    from ..mosei import DEFAULT_FILES
+
+    return any((path / name).is_file() for name in DEFAULT_FILES["labels"])
+
+
 def _folder_target(path: Path) -> Path | None:
-    """A folder: CSD set if it has the label file, else its one MMSA pickle / label.csv."""
-    if (path / _LABEL_FILE).is_file():
+    """A folder: CSD set if it has a CMU-MOSI or CMU-MOSEI label file, else its one MMSA pickle / label.csv."""
+    if (path / _LABEL_FILE).is_file() or _mosei_labels(path):
         return None
     candidates = sorted([*path.glob("*.pkl"), *path.glob("label.csv")])
     if len(candidates) == 1:
         return candidates[0]
     found = ", ".join(p.name for p in sorted(path.iterdir()) if not p.name.startswith("."))[:200] or "nothing"
     raise MmsentiError(
-        f"{path}: not a data folder: expected {_LABEL_FILE} (+ words/COVAREP/FACET .csd files), or one MMSA "
+        f"{path}: not a data folder: expected {_LABEL_FILE} or CMU_MOSEI_Labels.csd (+ words/COVAREP/FACET .csd "
+        "files), or one MMSA "
         f".pkl or label.csv (found {found}); pass a file instead, see datasets/mosi/README.md"
     )
 
@@ -195,9 +203,13 @@ def inspect_path(path: str | os.PathLike, mode: str = "aligned", encoding: str =
 
 def _inspect_csd_set(root: Path, mode: str, files: dict | None = None, kind: str = "csd_folder",
                      path: Path | None = None) -> dict[str, Any]:
+    from ..mosei import load_mosei_csd
     from ..mosi import load_mosi_csd
 
-    data = load_mosi_csd(root, mode=mode, on_error="skip", cache_dir=False, files=files)  # type: ignore[arg-type]
+    # a folder with a CMU-MOSEI label file (and no MOSI one) is MOSEI: its file names, its standard folds
+    mosei = files is None and not (root / _LABEL_FILE).is_file() and _mosei_labels(root)
+    loader = load_mosei_csd if mosei else load_mosi_csd
+    data = loader(root, mode=mode, on_error="skip", cache_dir=False, files=files)  # type: ignore[arg-type]
     rep = data.report
     problems = {
         "missing_files": rep["missing_files"],
@@ -219,6 +231,7 @@ def _inspect_csd_set(root: Path, mode: str, files: dict | None = None, kind: str
                         loader_report=rep, nonfinite=nonfinite)
     out["folds_source"] = rep["folds_source"]
     out["files"] = rep["files"]
+    out["dataset"] = rep.get("dataset", "CMU-MOSI")
     if "words" in rep["missing_files"]:
         out["text"] = None
     return out
