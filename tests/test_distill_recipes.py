@@ -44,6 +44,8 @@ REAL_L3 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_e
 MPNET_TEXT = ["experiment=mosi_text", "model/text_encoder=mpnet_base", "model.encoder_lr=3e-5", "trainer.max_epochs=4"]
 REAL_L6 = ["experiment=mosi_distill_crossmodal", "data=mosi_text", "model/text_encoder=minilm_l6", "model.net.text_encoder.finetune=full",
            "model.encoder_lr=5e-5", "model.loss=l1", "trainer.max_epochs=6", "task_name=mosi_real_distill"]
+REAL_TRANSFER = [*(a for a in REAL_L6 if a != "trainer.max_epochs=6"), "trainer.max_epochs=3",
+                 "+data.source_options={transfer:movie_reviews,transfer_size:20000,transfer_seed:0}"]
 TRANSFER = ["data.source_options.transfer_size=8000"]
 TRANSFER20K_3EP = [*SST2_STUDENT, "distill.teacher_ckpt={ckpt:sst2_teacher_mpnet}", *L6, "data.source_options.transfer_size=20000",
                    "trainer.max_epochs=3"]
@@ -102,6 +104,14 @@ OLD_STEPS: list[tuple[str, list[str]]] = [
                            "distill.alpha=0", f"seed={s}"]))],
     ("bench_mosi_real", ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
                          "--variant", "student_minilm_l6={ckpt:mosi_real_l6_kd_s1}"]),
+    # issue 15 item 5 (new steps, written out as override lists of the base recipe): the in-domain transfer set
+    *[step for s in (1, 2, 3) for step in (
+        (f"mosi_real_l6_transfer_s{s}", [*REAL_TRANSFER, f"distill.teacher_ckpt={{ckpt:mosi_text_mpnet_s{s}}}", f"seed={s}"]),
+        (f"mosi_real_l3_transfer_s{s}", [*[a.replace("minilm_l6", "minilm_l3") for a in REAL_TRANSFER],
+                                         f"distill.teacher_ckpt={{ckpt:mosi_text_mpnet_s{s}}}", f"seed={s}"]))],
+    ("bench_mosi_real_transfer", ["--texts", "mosi", "--variant", "mosi_text_mpnet={ckpt:mosi_text_mpnet_s1}",
+                                  "--variant", "student_minilm_l6={ckpt:mosi_real_l6_transfer_s1}",
+                                  "--variant", "student_minilm_l3={ckpt:mosi_real_l3_transfer_s1}"]),
 ]
 OLD = dict(OLD_STEPS)
 TRAINING = [name for name, _ in OLD_STEPS if not report.is_bench(name)]
@@ -161,7 +171,7 @@ def test_every_report_recipe_is_used():
     used = {experiment for _, experiment, _ in report.STEPS if experiment}
     recipes = {"sst2_teacher_mpnet", "sst2_distill_l3", "sst2_distill_l6", "sst2_distill_bilstm", "sst2_distill_l6_transfer",
                "mosi_fusion_7class", "mosi_distill_crossmodal_7class", "mosi_distill_crossmodal_plain", "mosi_text_mpnet",
-               "mosi_real_distill_l3", "mosi_real_distill_l6", "mosi_text"}
+               "mosi_real_distill_l3", "mosi_real_distill_l6", "mosi_text", "mosi_real_distill_l6_transfer"}
     assert used == recipes
 
 

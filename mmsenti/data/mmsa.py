@@ -108,6 +108,7 @@ class MmsaReport:
     skipped_empty_text: int = 0  # label.csv: rows skipped because text is empty
     skipped_other_folds: int = 0  # label.csv: rows whose mode is not among the requested folds
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> rows left out
+    transfer: dict[str, Any] | None = None  # label.csv: the unlabelled transfer set added to train (mmsenti.data.transfer)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
