@@ -12,6 +12,11 @@ centres of the fused and unimodal features (the paper's Unimodal Label Generatio
 * relative distance ``α = (D_n - D_p) / (D_p + ε)`` with ``D_p = ||F - C_p||_2``, ``D_n = ||F - C_n||_2``;
 * new label ``ŷ_s = ½ · y_m · α_s / α_m + ½ · (y_m + α_s - α_m)``, clipped to ``[-H, H]``;
 * momentum over the epochs, from epoch 2 on: ``y_s ← (n - 1)/(n + 1) · y_s + 2/(n + 1) · ŷ_s`` (epoch ``n``).
+
+Human unimodal labels (CH-SIMS's ``label_T/A/V``, ``SentimentBatch.text_labels`` ...) are **not** used: the
+model's point is to generate them where a dataset has none, and the authors' code and MMSA's ``SELF_MM``
+trainer ignore SIMS's too (they serve multi-task models such as MTFN/MLF-DNN), so Self-MM's published SIMS
+figures come from generated labels. Training on the human ones would be another model, not this one.
 """
 
 from __future__ import annotations
