@@ -100,7 +100,8 @@ def test_optuna_search_composes(tmp_path, small_data):
 
 
 # experiments whose recipe needs a teacher checkpoint: their transfer set (labels withheld) is refused without one
-NEEDS_TEACHER = {"sst2_distill_l6_transfer": ["data.source_options.transfer_size=0"]}
+NEEDS_TEACHER = {"sst2_distill_l6_transfer": ["data.source_options.transfer_size=0"],
+                 "mosi_real_distill_l6_transfer": ["data.source_options.transfer_size=0"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -60,8 +60,9 @@ def test_add_transfer_set_appends_unlabelled_text_only_samples(drawn):
     assert add_transfer_set(splits, None) is None and add_transfer_set(splits, {}) is None
     with pytest.raises(MmsentiError, match=r"unknown key\(s\) \['transfer_sise'\]"):
         add_transfer_set(splits, {"transfer": "movie_reviews", "transfer_size": 5, "transfer_sise": 5})
-    with pytest.raises(MmsentiError, match="without transfer/transfer_size"):
-        add_transfer_set(splits, {"transfer_seed": 1})
+    assert add_transfer_set(splits, {"transfer": "movie_reviews", "transfer_size": 0, "transfer_seed": 1}) is None
+    with pytest.raises(MmsentiError, match="transfer_size=5 without a corpus"):
+        add_transfer_set(splits, {"transfer_size": 5})
 
 
 def test_missing_package_is_one_line(monkeypatch):

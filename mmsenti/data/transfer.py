@@ -118,16 +118,16 @@ def add_transfer_set(splits: dict[str, list[dict]], options: dict[str, Any] | No
     opts = dict(options or {})
     corpus = opts.pop("transfer", None)
     size = int(opts.pop("transfer_size", 0) or 0)
-    if not corpus or not size:
-        if opts:
-            raise MmsentiError(f"data.source_options: {sorted(opts)} without transfer/transfer_size; valid keys: "
-                               "transfer, transfer_size, transfer_seed, transfer_min_words, transfer_max_words")
-        return None
     kwargs = {"seed": int(opts.pop("transfer_seed", 0)), "min_words": int(opts.pop("transfer_min_words", 3)),
               "max_words": int(opts.pop("transfer_max_words", 40))}
     if opts:
         raise MmsentiError(f"data.source_options: unknown key(s) {sorted(opts)}; valid keys: transfer, transfer_size, "
                            "transfer_seed, transfer_min_words, transfer_max_words")
+    if not size:  # transfer_size 0 (or absent): no transfer set
+        return None
+    if not corpus:
+        raise MmsentiError(f"data.source_options.transfer_size={size} without a corpus: set data.source_options.transfer "
+                           "(movie_reviews)")
     sentences, report = movie_review_sentences(size, corpus=corpus, **kwargs)
     known = {mosi_style(s.get("text") or "") for samples in splits.values() for s in samples}
     fresh = [t for t in sentences if t not in known]
