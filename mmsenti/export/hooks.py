@@ -65,11 +65,11 @@ class ExportConfig:
 BENCH_DEFAULTS = {"batch": 1, "threads": 1, "runs": 200, "warmup": 20, "seq": 32, "frames": 50}
 
 
-def engine_latency(folder: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Single-stream latency of one exported engine (``export.benchmark``): p50/p99 in ms and the settings.
+def time_engines(engines: dict[str, str | Path], settings: dict[str, Any], mode: str = "blocks") -> dict[str, Any]:
+    """Bench JSON of export folders timed with ``export.benchmark``'s settings (defaults :data:`BENCH_DEFAULTS`).
 
-    Fixed synthetic inputs (``seq`` tokens, ``frames`` frames, seed 0) so that every trial of a search
-    is timed on the same work; each engine on its own (``blocks`` mode), as a deployment runs it.
+    Fixed synthetic inputs (``seq`` tokens, ``frames`` frames, seed 0), so that engines timed at different
+    moments (the trials of a search) are timed on the same work; the first engine is the reference.
     """
     from mmsenti.export.benchmark import engine_variant, run_benchmark
 
@@ -77,9 +77,20 @@ def engine_latency(folder: str | Path, settings: dict[str, Any]) -> dict[str, An
     if unknown:
         raise MmsentiError(f"export.benchmark: unknown key(s) {unknown}; valid keys: {', '.join(BENCH_DEFAULTS)}")
     s = {**BENCH_DEFAULTS, **settings}
-    variant = engine_variant(folder, int(s["threads"]), int(s["seq"]), int(s["frames"]))
-    report = run_benchmark([variant], [int(s["batch"])], runs=int(s["runs"]), warmup=int(s["warmup"]),
-                           threads=int(s["threads"]), seq=int(s["seq"]), frames=int(s["frames"]), mode="blocks")
+    variants = [engine_variant(path, int(s["threads"]), int(s["seq"]), int(s["frames"]), name=name)
+                for name, path in engines.items()]
+    report = run_benchmark(variants, [int(s["batch"])], runs=int(s["runs"]), warmup=int(s["warmup"]),
+                           threads=int(s["threads"]), seq=int(s["seq"]), frames=int(s["frames"]),
+                           reference=next(iter(engines)), mode=mode)
+    report["settings"]["benchmark"] = s
+    return report
+
+
+def engine_latency(folder: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Single-stream latency of one exported engine (``export.benchmark``): p50/p99 in ms and the settings;
+    the engine timed on its own (``blocks`` mode), as a deployment runs it."""
+    report = time_engines({Path(folder).name: folder}, settings)
+    s = report["settings"]["benchmark"]
     if report["failed"]:
         raise MmsentiError(f"export.benchmark: {folder}: {next(iter(report['failed'].values()))}")
     row = report["results"][0]

@@ -129,21 +129,6 @@ def pareto(points: dict[int, list[float]], dirs: list[str]) -> list[int]:
     return sorted(n for n, v in points.items() if not any(dominates(w, v, dirs) for m, w in points.items() if m != n))
 
 
-def _remeasure(engines: dict[str, Path], settings: dict[str, Any]) -> dict[str, Any]:
-    """The engines timed side by side (interleaved) with the settings the trials were timed with."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from mmsenti.export.benchmark import engine_variant, run_benchmark
-    from mmsenti.export.hooks import BENCH_DEFAULTS
-
-    s = {**BENCH_DEFAULTS, **settings}
-    variants = [engine_variant(path, int(s["threads"]), int(s["seq"]), int(s["frames"]), name=name)
-                for name, path in engines.items()]
-    return run_benchmark(variants, [int(s["batch"])], runs=int(s["runs"]), warmup=int(s["warmup"]), threads=int(s["threads"]),
-                         seq=int(s["seq"]), frames=int(s["frames"]), reference=next(iter(engines)), mode="interleaved")
-
-
 def front_report(storage: str, study_name: str, runs_root: str | Path, out: str | Path,
                  reference: str | Path | None = None, remeasure: bool = False) -> dict[str, Any]:
     """Write ``front.json`` and ``front.png`` (and ``bench.json`` with ``remeasure``) into ``out``; returns the JSON."""
@@ -179,16 +164,18 @@ def front_report(storage: str, study_name: str, runs_root: str | Path, out: str 
         doc["reference"] = ref
     by_number = {t.number: t for t in trials}
     values = {n: list(complete[n]) for n in front}
+    lat = [i for i, n in enumerate(names) if n.endswith(LATENCY_HINT)]  # the latency objectives
     if remeasure:
         engines = {f"trial_{n}": by_number[n].engine for n in front if by_number[n].engine}
         if ref and ref["engine"]:
             engines = {"reference": Path(ref["engine"]), **engines}
         settings = next(((by_number[n].metrics.get("export") or {}).get("summary", {}) for n in front if by_number[n].metrics), {})
         bench_settings = next((s["latency"]["settings"] for s in settings.values() if s.get("latency")), {})
-        report = _remeasure(engines, bench_settings)
+        from mmsenti.export.hooks import time_engines
+
+        report = time_engines(engines, bench_settings, mode="interleaved")  # side by side, the trials' settings
         write_json_atomic(Path(out) / "bench.json", report)
         p50 = {r["variant"]: r["p50_ms"] for r in report["results"]}
-        lat = [i for i, n in enumerate(names) if n.endswith(LATENCY_HINT)]
         for n in front:
             if f"trial_{n}" in p50:
                 for i in lat:
@@ -200,7 +187,6 @@ def front_report(storage: str, study_name: str, runs_root: str | Path, out: str 
                              "settings": report["settings"], "hardware": report["hardware"]}
     doc["front_values"] = {str(n): values[n] for n in front}
     if ref:
-        lat = [i for i, n in enumerate(names) if n.endswith(LATENCY_HINT)]
         beats = []
         for n in front:
             if dominates(values[n], ref["values"], dirs):
