@@ -40,7 +40,7 @@ demo: $(STAMP)
 
 # the whole suite, slow tests included (what CI runs: .ci/run)
 test: $(STAMP) $(STREAM_STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -m "slow or not slow" --durations=40
 
 # the fast tests only (pyproject's default selection), for the edit-test loop
 test-fast: $(STAMP)

@@ -250,7 +250,7 @@ def test_multirun_two_jobs(tmp_path, small_data):
 @pytest.mark.slow
 def test_optuna_sweep_resumes_from_sqlite(tmp_path, small_data):
     args = ["train.py", "-m", "hparams_search=mosi_optuna", "experiment=mosi_fusion", "debug=limit",
-            "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=test_study", "trainer.max_epochs=1",
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=test_study", "trainer.max_epochs=1",
             f"data.root={small_data}", "data.scale=small", f"paths.log_dir={tmp_path}/logs", *SMALL]
     first = run_cli(args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -258,7 +258,7 @@ def test_optuna_sweep_resumes_from_sqlite(tmp_path, small_data):
     assert second.returncode == 0, second.stderr[-3000:]
     with sqlite3.connect(tmp_path / "logs" / "optuna.db") as db:
         states = [row[0] for row in db.execute("SELECT state FROM trials")]
-    assert len(states) == 4 and all(s == "COMPLETE" for s in states)
+    assert len(states) == 2 and all(s == "COMPLETE" for s in states)  # one trial per run: CI time
 
 
 @pytest.mark.slow
