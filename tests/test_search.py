@@ -122,12 +122,11 @@ def test_optimized_value_takes_a_list_and_records_it(tmp_path, synthetic_small):
 
 
 @pytest.mark.slow
-def test_one_trial_search_resumes_to_two_and_reads_back(tmp_path, synthetic_small):
-    """A 1-trial multi-objective study, re-run: 2 trials in one study; the front, the reference, export by trial.
-    (One trial per run keeps CI short: the resume is the same with one stored trial as with more.)"""
+def test_two_trial_search_resumes_to_four_and_reads_back(tmp_path, synthetic_small):
+    """A 2-trial multi-objective study, re-run: 4 trials in one study; the front, the reference, export by trial."""
     logs = tmp_path / "logs"
     args = ["train.py", "-m", "hparams_search=mosi_nas", "experiment=mosi_fusion", "debug=limit", "trainer.max_epochs=1",
-            "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.population_size=2", f"data.root={synthetic_small}", "data.scale=small",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.population_size=2", f"data.root={synthetic_small}", "data.scale=small",
             f"paths.log_dir={logs}", *[a for a in SMALL if "fusion.d_model" not in a],
             "export.benchmark.runs=20", "export.benchmark.warmup=2", "~search.space", f"+search.space={TINY_SPACE}"]
     for _ in range(2):  # the second run continues the stored study
@@ -135,7 +134,7 @@ def test_one_trial_search_resumes_to_two_and_reads_back(tmp_path, synthetic_smal
         assert result.returncode == 0, result.stderr[-3000:]
     with sqlite3.connect(logs / "mosi_nas.db") as db:
         states = [row[0] for row in db.execute("SELECT state FROM trials")]
-    assert states == ["COMPLETE"] * 2
+    assert states == ["COMPLETE"] * 4
 
     reference = run_cli(["train.py", "hparams_search=mosi_nas", "experiment=mosi_fusion", "hydra.mode=RUN", "debug=limit",
                          "trainer.max_epochs=1", "task_name=mosi_nas_reference", f"data.root={synthetic_small}", "data.scale=small",
@@ -147,14 +146,14 @@ def test_one_trial_search_resumes_to_two_and_reads_back(tmp_path, synthetic_smal
 
     trials = run_cli(["-m", "mmsenti.cli", "search", "trials", *common])
     assert trials.returncode == 0, trials.stderr[-2000:]
-    assert "(no run folder found)" not in trials.stdout and trials.stdout.count("COMPLETE") == 2
+    assert "(no run folder found)" not in trials.stdout and trials.stdout.count("COMPLETE") == 4
 
     out = tmp_path / "front"
     front = run_cli(["-m", "mmsenti.cli", "search", "front", *common, "--reference", str(ref_dir), "--remeasure",
                      "--out", str(out)])
     assert front.returncode == 0, front.stderr[-2000:]
     doc = json.loads((out / "front.json").read_text())
-    assert doc["completed"] == 2 and doc["front"] and (out / "front.png").stat().st_size > 10_000
+    assert doc["completed"] == 4 and doc["front"] and (out / "front.png").stat().st_size > 10_000
     assert all(t["run_dir"] and Path(t["engine"], "manifest.json").is_file() for t in doc["trials"])
     bench = json.loads((out / "bench.json").read_text())  # the front and the reference, timed side by side
     assert {v["name"] for v in bench["variants"]} == {"reference", *(f"trial_{n}" for n in doc["front"])}
