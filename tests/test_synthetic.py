@@ -117,3 +117,35 @@ def test_signal_is_learnable_and_multimodal(synthetic_small):
     assert 0.35 < c_text < 0.8, c_text
     assert c_audio > 0.2 and c_vision > 0.2, (c_audio, c_vision)
     assert c_all > c_text + 0.15 and c_all > 0.75, (c_all, c_text)
+
+
+def test_a_root_holding_another_scale_or_seed_is_rewritten_not_read(tmp_path, caplog):
+    """The default root written by a ``data.scale=small`` run must not be read as the full set later (it was,
+    silently: the zoo report's first runs trained on 60 segments instead of MOSI's 2,199)."""
+    import logging
+
+    from mmsenti.data.datamodule import ensure_synthetic
+    from mmsenti.data.synthetic import RECORD_FILENAME, read_record
+
+    root = tmp_path / "synthetic_mosi"
+    ensure_synthetic(root, "small", 0)
+    assert read_record(root) == {"dataset": "mosi", "scale": "small", "seed": 0}
+    labels = root / FILES["labels"]
+    stamp = labels.stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="mmsenti.data.datamodule"):
+        ensure_synthetic(root, "small", 0)  # the same set: left as it is, nothing said
+    assert labels.stat().st_mtime_ns == stamp and not caplog.records
+
+    before = read_csd(labels).data
+    with caplog.at_level(logging.WARNING, logger="mmsenti.data.datamodule"):
+        ensure_synthetic(root, "small", 1)  # another seed: rewritten, and said so
+    after = read_csd(labels).data
+    assert read_record(root)["seed"] == 1
+    assert after.keys() != before.keys() or any(not np.array_equal(after[v][0], before[v][0]) for v in before)
+    assert "holds the synthetic MOSI set (scale=small, seed=0), not the requested MOSI set (scale=small, seed=1)" in caplog.text
+
+    caplog.clear()
+    (root / RECORD_FILENAME).unlink()  # a set written before the record existed
+    with caplog.at_level(logging.WARNING, logger="mmsenti.data.datamodule"):
+        ensure_synthetic(root, "small", 1)
+    assert "written before its scale and seed were recorded" in caplog.text and read_record(root)["seed"] == 1

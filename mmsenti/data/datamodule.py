@@ -189,12 +189,28 @@ _SYNTHETIC_MARKERS = {"mosi": "CMU_MOSI_Opinion_Labels.csd", "mosei": "CMU_MOSEI
 
 def ensure_synthetic(root: Path, scale: str, seed: int, dataset: str = "mosi") -> None:
     """Write the synthetic CMU-MOSI-shaped set (``dataset="mosei"`` / ``"sims"``: the CMU-MOSEI / CH-SIMS
-    one) into ``root`` unless it is already there."""
-    from mmsenti.data.synthetic import write_synthetic
+    one) into ``root`` unless that very set is already there (data set, scale and seed: the record
+    ``synthetic.json`` every writer leaves beside its files).
 
-    if not (Path(root) / _SYNTHETIC_MARKERS[dataset]).is_file():
+    A folder holding another scale or seed (e.g. a ``data.scale=small`` run wrote the default root
+    first), or a set written before the record existed, is rewritten with a warning saying what it
+    held: a run never trains on another set than its config names.
+    """
+    from mmsenti.data.synthetic import WRITERS, read_record, write_synthetic
+
+    root, scale = Path(root), scale or WRITERS[dataset][2]
+    want = {"dataset": dataset, "scale": str(scale), "seed": int(seed)}
+    if (root / _SYNTHETIC_MARKERS[dataset]).is_file():
+        have = read_record(root)
+        if have == want:
+            return
+        held = ("a synthetic set written before its scale and seed were recorded" if have is None else
+                f"the synthetic {str(have.get('dataset', '?')).upper()} set (scale={have.get('scale')}, seed={have.get('seed')})")
+        log.warning("%s holds %s, not the requested %s set (scale=%s, seed=%s): rewriting it", root, held,
+                    dataset.upper(), scale, seed)
+    else:
         log.info("writing the synthetic %s-shaped set (scale=%s) to %s", dataset.upper(), scale, root)
-        write_synthetic(dataset, root, scale=scale, seed=seed)
+    write_synthetic(dataset, root, scale=scale, seed=seed)
 
 
 def frame_statistics(samples: list[dict], key: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:

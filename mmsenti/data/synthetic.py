@@ -58,7 +58,7 @@ from typing import Literal
 
 import numpy as np
 
-from mmsenti.io import atomic_writer
+from mmsenti.io import atomic_writer, write_json_atomic
 
 from .csd import ComputationalSequence, encode_words, write_csd
 from .folds import FOLDS_FILENAME, SPLITS, FoldError, sdk_standard_folds
@@ -308,6 +308,24 @@ def _synth_video(rng: np.random.Generator, n_seg: int, vision_dim: int = VISION_
             (labels.astype(np.float32)[:, None], seg_iv), lat)
 
 
+#: Written beside a synthetic set once it is complete: which set it is (data set, scale, seed), so a
+#: reader never takes one scale or seed for another (:func:`mmsenti.data.datamodule.ensure_synthetic`).
+RECORD_FILENAME = "synthetic.json"
+
+
+def write_record(out: Path, dataset: str, scale: str, seed: int) -> None:
+    write_json_atomic(Path(out) / RECORD_FILENAME, {"dataset": dataset, "scale": str(scale), "seed": int(seed)})
+
+
+def read_record(root: str | Path) -> dict | None:
+    """The record of the synthetic set in ``root`` (None: none, or unreadable)."""
+    try:
+        record = json.loads((Path(root) / RECORD_FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_synthetic_mosi(out_dir: str | Path, scale: Literal["mosi", "small"] = "mosi", seed: int = 0) -> Path:
     """Write a synthetic CMU-MOSI (4 ``.csd`` files + ``folds.json``) into ``out_dir``; return it.
 
@@ -346,6 +364,7 @@ def write_synthetic_mosi(out_dir: str | Path, scale: Literal["mosi", "small"] = 
     (out / FOLDS_FILENAME).write_text(json.dumps(folds, indent=1) + "\n")
     for key in ("words", "audio", "vision", "labels"):
         write_csd(seqs[key], out / FILES[key])
+    write_record(out, "mosi", scale, seed)
     return out
 
 
@@ -479,6 +498,7 @@ def write_synthetic_mosei(out_dir: str | Path, scale: Literal["small", "medium"]
         name, description, dims = described[key]
         meta = _metadata(name, description, dims, seed, dataset="CMU-MOSEI (synthetic)", bib=_MOSEI_BIB)
         write_csd(ComputationalSequence(name, data[key], meta), out / MOSEI_FILES[key])
+    write_record(out, "mosei", scale, seed)
     return out
 
 
@@ -606,6 +626,7 @@ def write_synthetic_sims(out_dir: str | Path, scale: Literal["small", "sims"] = 
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(SIMS_LABEL_COLUMNS)
         writer.writerows(rows)
+    write_record(out, "sims", scale, seed)
     return out
 
 
