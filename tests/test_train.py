@@ -172,7 +172,7 @@ def test_mismatched_checkpoint_gives_one_line(tmp_path, small_data):
     _short_run(tmp_path / "a", small_data, "trainer.max_epochs=1")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     result = run_cli(["eval.py", f"ckpt_path={last}", "experiment=mosi_text_fast", f"data.root={small_data}",
-                      f"paths.log_dir={tmp_path}/logs", "extras.print_config=false"])
+                      "data.scale=small", f"paths.log_dir={tmp_path}/logs", "extras.print_config=false"])
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "does not match the configured model" in error_lines[0]
