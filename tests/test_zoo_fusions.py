@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -173,3 +175,28 @@ def test_onnx_export_fp32_parity(name, tmp_path):
     # made ONNX Runtime fail at batch 1; a 16-wide text encoder froze the token axis)
     manifest = export_small_fusion({"name": name, "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10}, tmp_path)
     assert manifest["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_lmf_dynamic_int8_keeps_its_rank3_factors_in_fp32_and_runs(tmp_path):
+    """LMF's per-rank factors are MatMul weights of rank 3 ([rank, d + 1, out]). ORT's dynamic quantizer
+    turned them into MatMulInteger nodes that fail at run time ("b zero point is not valid": the zoo report's
+    `mmsenti export <lmf ckpt> --precision int8` died in its parity check); they now stay fp32, the rest is INT8."""
+    from conftest import export_small_fusion
+
+    from mmsenti.export.benchmark import synthetic_feeds
+    from mmsenti.export.quantize import batched_weight_matmuls, quantize_dynamic_int8
+    from mmsenti.runtime.session import make_session
+
+    manifest = export_small_fusion({"name": "lmf", "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10,
+                                    "rank": 3}, tmp_path)
+    src = tmp_path / "export" / "model.onnx"
+    batched = batched_weight_matmuls(src)
+    assert batched and all(n.startswith("model.fusion") for n in batched)  # the factors, nothing else
+    info = quantize_dynamic_int8(src, tmp_path / "int8.onnx")
+    assert info["fp32_batched_weights"] and set(info["fp32_batched_weights"]) <= set(info["excluded_nodes"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # the other MatMuls are INT8
+    dims = {m: spec["dim"] for m, spec in manifest["features"].items()}
+    feeds = synthetic_feeds([i["name"] for i in manifest["inputs"]], dims, batch=2, seq=16, frames=20)
+    fp32, int8 = (make_session(p, threads=1).run(None, feeds)[0] for p in (src, tmp_path / "int8.onnx"))
+    assert np.isfinite(int8).all() and np.max(np.abs(int8 - fp32)) < 0.5

@@ -52,6 +52,18 @@ def nodes_matching(path: str | Path, patterns: Iterable[str], op_types: Iterable
     return [n.name for n in _graph_nodes(path) if n.op_type in ops and any(p in n.name for p in patterns)]
 
 
+def batched_weight_matmuls(path: str | Path) -> list[str]:
+    """MatMul nodes whose constant weight is not a matrix (rank != 2: e.g. LMF's per-rank factors
+    ``[rank, d + 1, out]``). ORT's dynamic ``MatMulInteger`` takes per-channel INT8 weights of rank 2
+    only (a rank-3 weight quantizes, then fails at run time: "b zero point is not valid"), so the
+    dynamic quantizer keeps these in fp32."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and ranks.get(n.input[1], 2) != 2]
+
+
 def prepare(src: str | Path, dst: str | Path) -> Path:
     """Strip stale shape annotations and run ORT's pre-processing (graph optimisation + ONNX shape inference)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -83,6 +95,11 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, per_channel: bool = 
     with tempfile.TemporaryDirectory() as tmp:
         pre = prepare(src, Path(tmp) / "pre.onnx")
         excluded = nodes_matching(pre, exclude, op_types)
+        batched = [n for n in batched_weight_matmuls(pre) if n not in excluded]
+        if batched:
+            log.info("dynamic INT8: %d MatMul(s) with a weight of rank != 2 kept in fp32 (ORT's MatMulInteger takes "
+                     "rank-2 weights): %s", len(batched), ", ".join(batched))
+            excluded = [*excluded, *batched]
         try:
             quantize_dynamic(str(pre), str(dst), op_types_to_quantize=op_types, per_channel=per_channel,
                              weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
@@ -90,7 +107,8 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, per_channel: bool = 
         except Exception as err:
             raise MmsentiError(f"INT8 dynamic quantization failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     return {"method": "dynamic", "format": "QOperator", "weight_type": "int8", "per_channel": per_channel,
-            "op_types": op_types, "excluded_patterns": list(exclude), "excluded_nodes": excluded}
+            "op_types": op_types, "excluded_patterns": list(exclude), "excluded_nodes": excluded,
+            "fp32_batched_weights": batched}
 
 
 class FeedReader:
