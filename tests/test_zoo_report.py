@@ -146,7 +146,9 @@ def test_render_table_mean_std_partial_and_not_run(layout):
     assert "synthetic" in intro and "SMOKE" not in text
     assert "`trainer.max_epochs=8`" in intro  # configs/experiment/mosi_fusion.yaml's, as the runs' configs do not say
     # the step list says which ran
-    assert "- `misa_s1` — *not run*: `python train.py experiment=mosi_fusion model/fusion=misa seed=1`" in text
+    assert ("- `misa_s1` — *not run*: `python train.py experiment=mosi_fusion model/fusion=misa seed=1 "
+            "model.optimizer.lr=1e-4`") in text  # MISA leaves the recipe (MMSA's learning rate), and the report says so
+    assert "Leaving the recipe: `misa` with `model.optimizer.lr=1e-4`" in intro
     assert "- `tfn_s2` — 3 epochs, 52 s training:" in text
     assert (f"- `bench_tfn` — p50 3.25 ms: `mmsenti bench {layout.out / 'export_tfn'} --batch 1 --threads 1 "
             f"--out {layout.out / 'bench_tfn.json'}`") in text
