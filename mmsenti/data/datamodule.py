@@ -196,10 +196,10 @@ def ensure_synthetic(root: Path, scale: str, seed: int, dataset: str = "mosi") -
     first), or a set written before the record existed, is rewritten with a warning saying what it
     held: a run never trains on another set than its config names.
     """
-    from mmsenti.data.synthetic import WRITERS, read_record, write_synthetic
+    from mmsenti.data.synthetic import WRITERS, read_record, record, write_synthetic
 
     root, scale = Path(root), scale or WRITERS[dataset][2]
-    want = {"dataset": dataset, "scale": str(scale), "seed": int(seed)}
+    want = record(dataset, scale, seed)
     if (root / _SYNTHETIC_MARKERS[dataset]).is_file():
         have = read_record(root)
         if have == want:

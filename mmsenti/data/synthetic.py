@@ -313,8 +313,13 @@ def _synth_video(rng: np.random.Generator, n_seg: int, vision_dim: int = VISION_
 RECORD_FILENAME = "synthetic.json"
 
 
+def record(dataset: str, scale: str, seed: int) -> dict:
+    """What :data:`RECORD_FILENAME` holds for this set."""
+    return {"dataset": dataset, "scale": str(scale), "seed": int(seed)}
+
+
 def write_record(out: Path, dataset: str, scale: str, seed: int) -> None:
-    write_json_atomic(Path(out) / RECORD_FILENAME, {"dataset": dataset, "scale": str(scale), "seed": int(seed)})
+    write_json_atomic(Path(out) / RECORD_FILENAME, record(dataset, scale, seed))
 
 
 def read_record(root: str | Path) -> dict | None:
