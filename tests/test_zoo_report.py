@@ -49,8 +49,10 @@ def layout(tmp_path):
     lay = zoo.Layout(out=tmp_path / "runs", archive=tmp_path / "zoo_runs", report=tmp_path / "zoo.md")
     lay.archive.mkdir(parents=True)
     for s, mae, acc in zip(zoo.SEEDS, TFN_MAE, TFN_ACC):
-        lay.archived(f"tfn_s{s}").write_text(json.dumps(metrics(mae, acc)))
-    lay.archived("export_tfn").write_text(json.dumps({"precision": "int8", "params": 23_456_789, "size_bytes": 30e6}))
+        epochs = (100.0, 120.0, 300.0) if s == 2 else (10.0, 12.0, 30.0)  # seed 2 trained beside another job
+        lay.archived(f"tfn_s{s}").write_text(json.dumps(metrics(mae, acc, epochs=epochs)))
+    lay.archived("export_tfn").write_text(json.dumps({"precision": "int8", "params": 23_456_789, "size_bytes": 30e6,
+                                                      "parity": {"max_abs_diff": 0.3161, "tolerance": 0.35}}))
     lay.archived("bench_tfn").write_text(json.dumps(bench(3.25)))
     run = lay.output_of("lmf_s1")
     run.parent.mkdir(parents=True)
@@ -78,6 +80,10 @@ def test_steps_cover_every_model_and_seed_and_export_seed_one():
     assert step["export_a"] == ("export", ["{ckpt:a_s1}", "--precision", "int8"])
     assert step["bench_a"][1][0] == "{export:export_a}" and "--batch" in step["bench_a"][1]
     assert names.index("export_a") < names.index("bench_a") < names.index("a_s2")
+    # a model with export settings of its own gets them on its export step only
+    misa = {n: args for n, _, args in zoo.steps(["misa"])}
+    assert misa["export_misa"] == ["{ckpt:misa_s1}", "--precision", "int8", *zoo.EXPORT_OVERRIDES["misa"]]
+    assert "--tolerance" not in misa["misa_s1"] and "--tolerance" not in misa["bench_misa"]
 
 
 def test_models_are_the_registry_fusions_each_with_a_config():
@@ -136,11 +142,13 @@ def test_render_table_mean_std_partial_and_not_run(layout):
     assert cell["Has0 Acc-2 (%)"] == "72.00 ± 2.00" and cell["Non0 Acc-2 (%)"] == "73.00 ± 2.00"
     assert cell["Acc-7 (%)"] == "25.00 ± 0.00"
     assert cell["params"] == "23.46 M"
-    assert cell["train s / epoch"] == "12.0 ± 0.0"  # the median epoch of each seed (10, 12, 30 → 12)
+    assert cell["train s / epoch (fastest seed)"] == "12.0"  # per seed the median epoch (12, 120, 12), then the fastest seed
     assert cell["INT8 p50 / p99 (ms)"] == "3.25 / 6.50"
+    assert cell["INT8 max Δ score"] == "0.316 (tol 0.35)"  # the export's parity check, beside its tolerance
     lmf = dict(zip(cols, row(text, "lmf")))  # one seed, from its run folder; no export yet
     assert cell["seeds"] == "3 of 3" and lmf["seeds"] == "1 of 3"
     assert lmf["MAE ↓"] == "0.9500" and lmf["params"] == "not run" and lmf["INT8 p50 / p99 (ms)"] == "not run"
+    assert lmf["INT8 max Δ score"] == "not run"
     assert set(row(text, "misa")) == {"`misa`", "not run"}
     intro = text.split("## Our runs")[0]
     assert "synthetic" in intro and "SMOKE" not in text
@@ -149,7 +157,9 @@ def test_render_table_mean_std_partial_and_not_run(layout):
     assert ("- `misa_s1` — *not run*: `python train.py experiment=mosi_fusion model/fusion=misa seed=1 "
             "model.optimizer.lr=1e-4`") in text  # MISA leaves the recipe (MMSA's learning rate), and the report says so
     assert "Leaving the recipe: `misa` with `model.optimizer.lr=1e-4`" in intro
-    assert "- `tfn_s2` — 3 epochs, 52 s training:" in text
+    assert "Export settings off the default: `misa` with `--tolerance 0.6`" in intro
+    assert "- `export_misa` — *not run*: `mmsenti export {ckpt:misa_s1} --precision int8 --tolerance 0.6 --out" in text
+    assert "- `tfn_s2` — 3 epochs, 520 s training:" in text and "- `tfn_s3` — 3 epochs, 52 s training:" in text
     assert (f"- `bench_tfn` — p50 3.25 ms: `mmsenti bench {layout.out / 'export_tfn'} --batch 1 --threads 1 "
             f"--out {layout.out / 'bench_tfn.json'}`") in text
     assert zoo.shown("export_tfn", "export", ["{ckpt:tfn_s1}", "--precision", "int8"], zoo.Layout()) == \
@@ -181,11 +191,12 @@ def test_collect_keeps_small_outputs_and_summarises_the_manifest(layout):
     manifest = layout.output_of("export_tfn")
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"precision": "int8", "size_bytes": 5, "files": {"model.onnx": "sha"},
-                                    "compression": {"structured": {"params_after": 42}}}))
+                                    "compression": {"structured": {"params_after": 42}},
+                                    "metrics": {"source_run": {"val": {"MAE": 0.7}}, "engine": {"val": {"MAE": 0.71}}}}))
     copied = zoo.collect(layout, ["tfn", "lmf"])
     assert copied == ["lmf_s1", "export_tfn"]
     kept = json.loads(layout.archived("export_tfn").read_text())
-    assert kept == {"precision": "int8", "size_bytes": 5, "params": 42}
+    assert kept == {"precision": "int8", "size_bytes": 5, "params": 42, "engine_metrics": {"val": {"MAE": 0.71}}}
     assert json.loads(layout.archived("lmf_s1").read_text())["test"]["MAE"] == 0.95
 
 
