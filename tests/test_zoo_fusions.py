@@ -164,32 +164,48 @@ def test_fast_dev_run_mosi_fusion(name, tmp_path, synthetic_small):
     assert sorted(net.frame_encoders) == ["audio", "vision"]
 
 
-@pytest.mark.parametrize("name", ["tfn", "lmf"])
-def test_onnx_export_fp32_parity(name, tmp_path):
-    """``export_model`` (what ``mmsenti export`` runs) in its own process, as the CLI does: exported second in one
-    process, after the other zoo model, lmf's token axis came out frozen at the example's 16 tokens."""
+# small widths that equal none of the export's example sizes (batch 2, 16 tokens, 20 / 23 frames): the dynamo
+# exporter can tie a static width to a dynamic axis of the same size (a 20-wide text x audio product made ONNX
+# Runtime fail at batch 1; a 16-wide text encoder froze the token axis)
+SMALL_FUSIONS = {"tfn": {"name": "tfn", "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10},
+                 "lmf": {"name": "lmf", "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10, "rank": 3}}
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    """``small_export(name) -> (folder, manifest)``: the small model of ``SMALL_FUSIONS[name]`` exported once per
+    module (each export ~40 s of dynamo tracing); read-only, write beside it in a test's own ``tmp_path``."""
     from conftest import export_small_fusion
 
-    # small widths that equal none of the export's example sizes (batch 2, 16 tokens, 20 / 23 frames): the
-    # dynamo exporter can tie a static width to a dynamic axis of the same size (a 20-wide text x audio product
-    # made ONNX Runtime fail at batch 1; a 16-wide text encoder froze the token axis)
-    manifest = export_small_fusion({"name": name, "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10}, tmp_path)
+    done: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in done:
+            out = tmp_path_factory.mktemp(f"small_{name}")
+            done[name] = (out / "export", export_small_fusion(SMALL_FUSIONS[name], out))
+        return done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["tfn", "lmf"])
+def test_onnx_export_fp32_parity(name, small_export):
+    """``export_model`` (what ``mmsenti export`` runs) in its own process, as the CLI does: exported second in one
+    process, after the other zoo model, lmf's token axis came out frozen at the example's 16 tokens."""
+    _, manifest = small_export(name)
     assert manifest["parity"]["max_abs_diff"] <= 1e-4
 
 
-def test_lmf_dynamic_int8_keeps_its_rank3_factors_in_fp32_and_runs(tmp_path):
+def test_lmf_dynamic_int8_keeps_its_rank3_factors_in_fp32_and_runs(small_export, tmp_path):
     """LMF's per-rank factors are MatMul weights of rank 3 ([rank, d + 1, out]). ORT's dynamic quantizer
     turned them into MatMulInteger nodes that fail at run time ("b zero point is not valid": the zoo report's
     `mmsenti export <lmf ckpt> --precision int8` died in its parity check); they now stay fp32, the rest is INT8."""
-    from conftest import export_small_fusion
-
     from mmsenti.export.benchmark import synthetic_feeds
     from mmsenti.export.quantize import batched_weight_matmuls, quantize_dynamic_int8
     from mmsenti.runtime.session import make_session
 
-    manifest = export_small_fusion({"name": "lmf", "text_hidden": 5, "audio_hidden": 3, "vision_hidden": 2, "d_model": 10,
-                                    "rank": 3}, tmp_path)
-    src = tmp_path / "export" / "model.onnx"
+    folder, manifest = small_export("lmf")
+    src = folder / "model.onnx"
     batched = batched_weight_matmuls(src)
     assert batched and all(n.startswith("model.fusion") for n in batched)  # the factors, nothing else
     info = quantize_dynamic_int8(src, tmp_path / "int8.onnx")
