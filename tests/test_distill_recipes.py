@@ -254,3 +254,17 @@ def test_collect_keeps_outputs_that_render_without_the_run_folders(tmp_path, mon
 
     shutil.rmtree(tmp_path / "runs")  # a fresh clone: no run folders
     assert report.test_acc("sst2_l3_kd") == 0.8123 and report.load("sst2_l6_kd") is None
+
+
+def test_seed_mean_row_names_only_the_seeds_that_ran(tmp_path, monkeypatch):
+    """The 3-epoch recipe's mean row lists the seeds behind it (seed 1 not run here: 42 and 2, not '42, 1, 2')."""
+    monkeypatch.setattr(report, "OUT", tmp_path / "runs")
+    monkeypatch.setattr(report, "FIGURE", tmp_path / "distillation.png")
+    monkeypatch.setattr(report, "REPORT", tmp_path / "distillation.md")
+    monkeypatch.setattr(report, "ARCHIVE", tmp_path / "archive")
+    for step, acc in (("sst2_teacher_mpnet", 0.88), ("sst2_l6_kd", 0.83), ("sst2_l6_kd_transfer20k_3ep", 0.86),
+                      ("sst2_l6_kd_transfer20k_3ep_seed2", 0.87)):
+        _write_run(tmp_path / "runs", step, test={**METRICS, "acc": acc})
+    assert report.transfer20k_3ep_seeds() == [("42", 0.86), ("2", 0.87)]
+    text = report.render()
+    assert "| MiniLM-L6, 3 epochs, **mean of seeds 42, 2** (0.8600, 0.8700) | 0.8300 | 20,000 sentences | 0.8650 ± 0.0071 |" in text
